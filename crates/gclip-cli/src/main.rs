@@ -2,9 +2,13 @@
 //! Each subcommand lives in its own module with an `Args` struct and a `run`.
 
 mod bench;
+mod classify;
+mod common;
 mod convert;
+mod embed;
 mod eval;
 mod preprocess;
+mod similarity;
 mod synth;
 mod tokenize;
 mod train;
@@ -23,6 +27,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Embed texts and images (JSONL, NPY or safetensors).
+    Embed(embed::Args),
+    /// Cosine similarity between texts and/or images.
+    Similarity(similarity::Args),
+    /// Zero-shot classification of images against labels.
+    Classify(classify::Args),
     /// Tokenize texts with the CLIP BPE tokenizer and print ids as JSON.
     Tokenize(tokenize::Args),
     /// Preprocess images into the model's input tensor and write it as NPY.
@@ -47,6 +57,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Embed(a) => embed::run(a),
+        Command::Similarity(a) => similarity::run(a),
+        Command::Classify(a) => classify::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Preprocess(a) => preprocess::run(a),
         Command::Convert(a) => convert::run(a),

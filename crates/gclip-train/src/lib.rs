@@ -1,1 +1,21 @@
-//! gclip-train
+//! gclip-train: CLIP and GCL contrastive training on candle.
+//!
+//! - [`config::TrainConfig`]: Marqo-style keys (`leftKeys`, `rightWeights`,
+//!   `weightKey`, ...) read from JSON or TOML.
+//! - [`data`]: CSV / JSONL / Parquet rows to weighted pairs.
+//! - [`losses`]: [`losses::clip_loss`], [`losses::gcl_loss`] and field fusion,
+//!   built only from differentiable ops.
+//! - [`optim`]: AdamW with a no-decay group, clipping, accumulation.
+//! - [`schedule::cosine_with_warmup`].
+//! - [`Trainer`]: the loop, with checkpoints, resume, a JSONL log and a plot.
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod losses;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+
+pub use config::{LossKind, ScoreToWeight, TrainConfig};
+pub use error::{Result, TrainError};

@@ -1,1 +1,30 @@
-//! gclip
+//! gclip: load a CLIP-family model together with its tokenizer and image preprocessing, and
+//! embed texts and images, compare them, and classify images zero-shot.
+//!
+//! ```no_run
+//! use gclip::{Clip, ModelSource};
+//! let clip = Clip::load(&ModelSource::resolve(None))?;
+//! let texts = clip.embed_texts(&["a red shoe", "a blue mug"], true)?;
+//! let images = clip.embed_image_files(&["shoe.png".into()], true)?;
+//! let sims = gclip::cosine_matrix(&images, &texts);
+//! # Ok::<(), gclip::Error>(())
+//! ```
+
+mod clip;
+mod default_model;
+mod embeddings;
+mod error;
+mod eval_encoder;
+mod source;
+mod zeroshot;
+
+pub use clip::{Clip, ImageOutcome};
+pub use embeddings::{cosine_matrix, softmax_rows, Embeddings};
+pub use error::{Error, Result};
+pub use eval_encoder::ClipFieldEncoder;
+pub use source::{ModelSource, MODEL_ENV};
+pub use zeroshot::{imagenet_templates, Prediction, ZeroShotClassifier};
+
+pub use gclip_image as image;
+pub use gclip_model as model;
+pub use gclip_tokenizer as tokenizer;

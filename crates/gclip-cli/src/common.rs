@@ -1,0 +1,176 @@
+//! Pieces shared by the subcommands: model selection, input classification, output helpers.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use gclip::{Clip, ModelSource};
+
+/// `--model` / `--arch`, shared by every command that runs a model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Checkpoint: HF CLIPModel dir, open_clip dir, or a bare .safetensors/.bin/.pt file
+    /// (then with --arch). Defaults to $GCLIP_MODEL, else the embedded default model.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// open_clip architecture name for a bare weight file (e.g. ViT-B-32).
+    #[arg(long, value_name = "NAME")]
+    pub arch: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn source(&self) -> ModelSource {
+        ModelSource::resolve_with_arch(self.model.as_deref(), self.arch.as_deref())
+    }
+
+    pub fn load(&self) -> anyhow::Result<Clip> {
+        let source = self.source();
+        tracing::info!(model = %source.describe(), "loading model");
+        Clip::load(&source).with_context(|| format!("loading model {}", source.describe()))
+    }
+}
+
+/// File extensions treated as images when walking directories or guessing item kinds.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+pub fn has_image_extension(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Image files under `dir`, recursively, sorted for a stable order.
+pub fn walk_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).with_context(|| format!("reading directory {}", d.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading directory {}", d.display()))?;
+            let path = entry.path();
+            let ft = entry.file_type().with_context(|| format!("inspecting {}", path.display()))?;
+            if ft.is_dir() || (ft.is_symlink() && path.is_dir()) {
+                stack.push(path);
+            } else if has_image_extension(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads a UTF-8 text file, naming the file and the byte offset of invalid UTF-8.
+pub fn read_utf8(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!("{} is not valid UTF-8 (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to())
+    })
+}
+
+/// Non-empty lines of a UTF-8 text file (a trailing `\r` is dropped).
+pub fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(read_utf8(path)?
+        .lines()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_owned())
+        .filter(|l| !l.trim().is_empty())
+        .collect())
+}
+
+/// A text or an image path, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Text(String),
+    Image(PathBuf),
+}
+
+impl Item {
+    /// `text:...` and `image:...` are explicit; otherwise an existing file with an image
+    /// extension is an image and anything else is text.
+    pub fn parse(s: &str) -> anyhow::Result<Item> {
+        if let Some(t) = s.strip_prefix("text:") {
+            return Ok(Item::Text(t.to_owned()));
+        }
+        if let Some(p) = s.strip_prefix("image:") {
+            let p = PathBuf::from(p);
+            if !p.is_file() {
+                bail!("image file {} does not exist", p.display());
+            }
+            return Ok(Item::Image(p));
+        }
+        let p = Path::new(s);
+        if has_image_extension(p) {
+            if p.is_file() {
+                return Ok(Item::Image(p.to_path_buf()));
+            }
+            bail!("{s} looks like an image path but no such file exists (prefix it with text: to embed it as text)");
+        }
+        Ok(Item::Text(s.to_owned()))
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Item::Text(t) => t.clone(),
+            Item::Image(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Embeds mixed items in order (texts and images batched separately), failing on any image.
+pub fn embed_items(clip: &Clip, items: &[Item], normalized: bool) -> anyhow::Result<gclip::Embeddings> {
+    let texts: Vec<&str> = items.iter().filter_map(|i| if let Item::Text(t) = i { Some(t.as_str()) } else { None }).collect();
+    let images: Vec<PathBuf> = items.iter().filter_map(|i| if let Item::Image(p) = i { Some(p.clone()) } else { None }).collect();
+    let te = clip.embed_texts(&texts, normalized)?;
+    let ie = clip.embed_image_files(&images, normalized)?;
+    let (mut ti, mut ii) = (te.rows(), ie.rows());
+    let mut out = gclip::Embeddings::empty(clip.dim());
+    for item in items {
+        let row = match item {
+            Item::Text(_) => ti.next(),
+            Item::Image(_) => ii.next(),
+        };
+        out.push(row.context("internal: embedding count mismatch")?);
+    }
+    Ok(out)
+}
+
+/// Where command output goes: a file (created, buffered) or stdout.
+pub fn output_writer(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
+/// A progress bar on stderr for `n` items (hidden when stderr is not a terminal).
+pub fn progress(n: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(n);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// Writes a little-endian float32 C-order NPY file (format version 1.0).
+pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> anyhow::Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_str = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
+    // magic(6) + version(2) + len(2) + header + '\n' must be a multiple of 64.
+    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
+    header.push_str(&" ".repeat(pad));
+    header.push('\n');
+    let mut w = output_writer(Some(path))?;
+    w.write_all(b"\x93NUMPY\x01\x00")?;
+    w.write_all(&(header.len() as u16).to_le_bytes())?;
+    w.write_all(header.as_bytes())?;
+    for x in data {
+        w.write_all(&x.to_le_bytes())?;
+    }
+    w.flush()?;
+    Ok(())
+}

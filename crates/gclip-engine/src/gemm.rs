@@ -1,0 +1,486 @@
+//! Single-precision GEMM `C = act(A * B + bias) [+ C]` with B pre-packed
+//! once (weights) into column panels of [`NR`] floats, K-major.
+//!
+//! Blocking: A is packed per task into micro-panels of MR rows (k-major) so
+//! the micro-kernel reads one contiguous stream; a task covers MC rows of A
+//! (kept in L2) and a range of B panels (one panel, K x 32, streams through
+//! L1/L2). Tasks are (row block, panel range) pairs spread over a rayon pool.
+//! The AVX-512 micro-kernel holds a 14 x 32 tile in 28 zmm accumulators.
+
+use std::cell::RefCell;
+
+use crate::aligned::AlignedBuf;
+use crate::cpu::{self, Isa};
+use crate::ops::{activate, Activation};
+use crate::EngineError;
+
+/// Columns per packed panel.
+pub const NR: usize = 32;
+
+/// A `K x N` right-hand matrix packed into panels of [`NR`] columns; panel
+/// `j` holds, for each `p` in `0..K`, the 32 values `B[p, 32j..32j+32]`
+/// (zero-padded past `N`).
+#[derive(Clone)]
+pub struct PackedMatrix {
+    n: usize,
+    k: usize,
+    data: AlignedBuf,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMatrix").field("k", &self.k).field("n", &self.n).finish()
+    }
+}
+
+impl PackedMatrix {
+    /// Packs a PyTorch `Linear` weight, `w[n][k]` row-major (out x in), so
+    /// that `A * B` computes `A * w^T`.
+    pub fn from_nk(w: &[f32], n: usize, k: usize) -> Result<Self, EngineError> {
+        check_len("weight [n, k]", w.len(), n * k)?;
+        Ok(Self::pack(n, k, |p, j| w[j * k + p]))
+    }
+
+    /// Packs a plain `w[k][n]` row-major matrix (e.g. open_clip's `proj`).
+    pub fn from_kn(w: &[f32], k: usize, n: usize) -> Result<Self, EngineError> {
+        check_len("weight [k, n]", w.len(), n * k)?;
+        Ok(Self::pack(n, k, |p, j| w[p * n + j]))
+    }
+
+    fn pack(n: usize, k: usize, get: impl Fn(usize, usize) -> f32) -> Self {
+        let panels = n.div_ceil(NR);
+        let mut data = AlignedBuf::zeroed(panels * k * NR * 4);
+        let d = data.f32s_mut();
+        for jp in 0..panels {
+            let panel = &mut d[jp * k * NR..(jp + 1) * k * NR];
+            for (jj, j) in (jp * NR..n.min(jp * NR + NR)).enumerate() {
+                for p in 0..k {
+                    panel[p * NR + jj] = get(p, j);
+                }
+            }
+        }
+        Self { n, k, data }
+    }
+
+    /// Output columns.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inner dimension.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.capacity_bytes()
+    }
+
+    fn panel(&self, j: usize) -> &[f32] {
+        &self.data.f32s()[j * self.k * NR..(j + 1) * self.k * NR]
+    }
+}
+
+pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<(), EngineError> {
+    if got != want {
+        return Err(EngineError::Shape(format!("{what}: expected {want} values, got {got}")));
+    }
+    Ok(())
+}
+
+/// What happens to each output tile after `A * B`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// Per-column bias (length N) added to `A * B`.
+    pub bias: Option<&'a [f32]>,
+    /// Activation applied to `A * B + bias`.
+    pub act: Activation,
+    /// Add the result to the existing C (a residual connection) instead of
+    /// overwriting it. Not combined with an activation (CLIP never needs
+    /// both; `gemm` panics if asked).
+    pub accumulate: bool,
+}
+
+/// Micro-tile rows and row-block size per ISA.
+pub(crate) fn tile_rows(isa: Isa) -> (usize, usize) {
+    match isa {
+        Isa::Avx512 => (14, 14 * 8),
+        Isa::Avx2 => (6, 6 * 16),
+        Isa::Scalar => (4, 64),
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
+// SAFETY: every task writes a disjoint tile of C; see `gemm`.
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+thread_local! {
+    static APACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Splits `m` rows x `panels` into tasks: (row blocks, panel chunks).
+pub(crate) fn plan(m: usize, mc: usize, panels: usize, threads: usize, work: usize) -> (usize, usize) {
+    let mb = m.div_ceil(mc).max(1);
+    if threads <= 1 || work < (1 << 20) {
+        return (mb, 1);
+    }
+    // Enough tasks that 2+ land on each thread; prefer splitting rows (each
+    // task then streams all of B once) and split columns only when rows run
+    // out.
+    let want = threads * 2;
+    let chunks = want.div_ceil(mb).clamp(1, panels.max(1));
+    (mb, chunks)
+}
+
+/// Runs `task(t)` for `t in 0..tasks`, on `pool` when there is one.
+pub(crate) fn run_tasks(pool: Option<&rayon::ThreadPool>, tasks: usize, task: impl Fn(usize) + Send + Sync) {
+    match pool {
+        Some(p) if tasks > 1 && p.current_num_threads() > 1 => {
+            use rayon::prelude::*;
+            p.install(|| (0..tasks).into_par_iter().for_each(&task));
+        }
+        _ => (0..tasks).for_each(task),
+    }
+}
+
+/// `C[m, n] (=|+=) act(A[m, k] * B + bias)` with `A` row-major (row stride
+/// `lda`) and `C` row-major (row stride `ldc`).
+///
+/// # Panics
+/// If a buffer is smaller than its stated shape (a programming error; the
+/// model checks user-facing shapes before calling).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    ldc: usize,
+    epi: Epilogue<'_>,
+) {
+    let (n, k) = (b.n, b.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(lda >= k && a.len() >= (m - 1) * lda + k, "gemm: A too small");
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: C too small");
+    if let Some(bias) = epi.bias {
+        assert!(bias.len() >= n, "gemm: bias too short");
+    }
+    assert!(
+        !(epi.accumulate && epi.act != Activation::None),
+        "gemm: accumulate with an activation is unsupported"
+    );
+    let isa = isa.min(cpu::hardware().isa);
+    let (mr, mc) = tile_rows(isa);
+    let panels = n.div_ceil(NR);
+    let threads = pool.map_or(1, |p| p.current_num_threads());
+    let (mb, chunks) = plan(m, mc, panels, threads, m * n * k);
+    let cp = SyncPtr(c.as_mut_ptr());
+    run_tasks(pool, mb * chunks, |t| {
+        let (bi, ci) = (t / chunks, t % chunks);
+        let (r0, r1) = (bi * mc, ((bi + 1) * mc).min(m));
+        let (p0, p1) = (ci * panels / chunks, (ci + 1) * panels / chunks);
+        APACK.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            pack_a(&mut buf, &a[r0 * lda..], lda, r1 - r0, k, mr);
+            for jp in p0..p1 {
+                let bpanel = b.panel(jp);
+                let ncols = (n - jp * NR).min(NR);
+                let mut i = r0;
+                while i < r1 {
+                    let rows = (r1 - i).min(mr);
+                    let ap = &buf[(i - r0) * k..(i - r0 + rows) * k];
+                    // SAFETY: rows i..i+rows, columns jp*32..+ncols of C are
+                    // in bounds (asserted above) and belong to this task only.
+                    let ctile = unsafe { cp.0.add(i * ldc + jp * NR) };
+                    let bias = epi.bias.map(|bb| &bb[jp * NR..jp * NR + ncols]);
+                    // SAFETY: as above; `ap` and `bpanel` hold rows*k and k*32 values.
+                    unsafe { micro(isa, rows, k, ap, bpanel, ctile, ldc, ncols, bias, epi.accumulate) };
+                    if epi.act != Activation::None {
+                        for r in 0..rows {
+                            // SAFETY: same tile as written above.
+                            let row = unsafe { std::slice::from_raw_parts_mut(ctile.add(r * ldc), ncols) };
+                            activate(isa, epi.act, row);
+                        }
+                    }
+                    i += rows;
+                }
+            }
+        });
+    });
+}
+
+/// Packs `rows` rows of A into consecutive micro-panels of `mr` rows
+/// (the last may be shorter), each k-major: `[p][row]`.
+fn pack_a(buf: &mut Vec<f32>, a: &[f32], lda: usize, rows: usize, k: usize, mr: usize) {
+    buf.clear();
+    buf.resize(rows * k, 0.0);
+    let mut i = 0;
+    while i < rows {
+        let r = (rows - i).min(mr);
+        let dst = &mut buf[i * k..(i + r) * k];
+        for rr in 0..r {
+            let src = &a[(i + rr) * lda..(i + rr) * lda + k];
+            for (p, &v) in src.iter().enumerate() {
+                dst[p * r + rr] = v;
+            }
+        }
+        i += r;
+    }
+}
+
+/// Dispatches one micro-tile.
+///
+/// # Safety
+/// `c` addresses `rows` rows (stride `ldc`) of `ncols` valid floats; `isa`
+/// is supported by the CPU.
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro(
+    isa: Isa,
+    rows: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    ncols: usize,
+    bias: Option<&[f32]>,
+    acc: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512 {
+            macro_rules! go { ($($r:literal)*) => { match rows { $($r => x86::k512::<$r>(k, a.as_ptr(), b.as_ptr(), c, ldc, ncols, bias, acc),)* _ => unreachable!() } } }
+            // SAFETY: forwarded from the caller.
+            unsafe { go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14) };
+            return;
+        }
+        if isa == Isa::Avx2 {
+            macro_rules! go { ($($r:literal)*) => { match rows { $($r => x86::k256::<$r>(k, a.as_ptr(), b.as_ptr(), c, ldc, ncols, bias, acc),)* _ => unreachable!() } } }
+            // SAFETY: forwarded from the caller.
+            unsafe { go!(1 2 3 4 5 6) };
+            return;
+        }
+    }
+    let _ = isa;
+    let mut tile = [[0.0f32; NR]; 4];
+    scalar_kernel(rows, k, a, b, &mut tile);
+    // SAFETY: forwarded from the caller.
+    unsafe { store_tile(&tile[..rows], c, ldc, ncols, bias, acc) };
+}
+
+fn scalar_kernel(rows: usize, k: usize, a: &[f32], b: &[f32], tile: &mut [[f32; NR]; 4]) {
+    for p in 0..k {
+        let bp = &b[p * NR..p * NR + NR];
+        for r in 0..rows {
+            let av = a[p * rows + r];
+            for (t, &bv) in tile[r].iter_mut().zip(bp) {
+                *t += av * bv;
+            }
+        }
+    }
+}
+
+/// Writes a computed tile: `c = tile + bias (+ c)` for the valid columns.
+///
+/// # Safety
+/// `c` addresses `tile.len()` rows of `ncols` floats with stride `ldc`.
+unsafe fn store_tile(tile: &[[f32; NR]], c: *mut f32, ldc: usize, ncols: usize, bias: Option<&[f32]>, acc: bool) {
+    for (r, row) in tile.iter().enumerate() {
+        // SAFETY: guaranteed by the caller.
+        let out = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), ncols) };
+        for (j, o) in out.iter_mut().enumerate() {
+            let mut v = row[j];
+            if let Some(b) = bias {
+                v += b[j];
+            }
+            if acc {
+                v += *o;
+            }
+            *o = v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::NR;
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    pub(super) fn masks(ncols: usize) -> (__mmask16, __mmask16) {
+        let m0 = if ncols >= 16 { 0xffff } else { ((1u32 << ncols) - 1) as u16 };
+        let m1 = if ncols >= 32 {
+            0xffff
+        } else if ncols <= 16 {
+            0
+        } else {
+            ((1u32 << (ncols - 16)) - 1) as u16
+        };
+        (m0, m1)
+    }
+
+    /// MR x 32 AVX-512 micro-kernel; `a` is k-major with MR values per step.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn k512<const MR: usize>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        ncols: usize,
+        bias: Option<&[f32]>,
+        acc: bool,
+    ) {
+        let mut c0 = [_mm512_setzero_ps(); MR];
+        let mut c1 = [_mm512_setzero_ps(); MR];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..k {
+            // SAFETY: `b` holds k*32 aligned floats, `a` k*MR floats.
+            unsafe {
+                let b0 = _mm512_load_ps(bp);
+                let b1 = _mm512_load_ps(bp.add(16));
+                for i in 0..MR {
+                    let av = _mm512_set1_ps(*ap.add(i));
+                    c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                    c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+                }
+                ap = ap.add(MR);
+                bp = bp.add(NR);
+            }
+        }
+        let (m0, m1) = masks(ncols);
+        let (bias0, bias1) = match bias {
+            // SAFETY: masked loads touch only the `ncols` valid lanes.
+            Some(bs) => unsafe { (_mm512_maskz_loadu_ps(m0, bs.as_ptr()), _mm512_maskz_loadu_ps(m1, bs.as_ptr().wrapping_add(16))) },
+            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        };
+        for i in 0..MR {
+            // SAFETY: row i of the tile is in bounds; masks limit columns.
+            unsafe {
+                let cp = c.add(i * ldc);
+                let cp1 = cp.wrapping_add(16);
+                let mut v0 = _mm512_add_ps(c0[i], bias0);
+                let mut v1 = _mm512_add_ps(c1[i], bias1);
+                if acc {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cp));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cp1));
+                }
+                _mm512_mask_storeu_ps(cp, m0, v0);
+                _mm512_mask_storeu_ps(cp1, m1, v1);
+            }
+        }
+    }
+
+    /// MR x 32 AVX2 micro-kernel, done as two 16-column halves so the
+    /// accumulators (2*MR) fit the 16 ymm registers.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn k256<const MR: usize>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        ncols: usize,
+        bias: Option<&[f32]>,
+        acc: bool,
+    ) {
+        let mut tile = [[0.0f32; NR]; MR];
+        for half in 0..2 {
+            let mut c0 = [_mm256_setzero_ps(); MR];
+            let mut c1 = [_mm256_setzero_ps(); MR];
+            let (mut ap, mut bp) = (a, b.wrapping_add(half * 16));
+            for _ in 0..k {
+                // SAFETY: as in k512.
+                unsafe {
+                    let b0 = _mm256_load_ps(bp);
+                    let b1 = _mm256_load_ps(bp.add(8));
+                    for i in 0..MR {
+                        let av = _mm256_broadcast_ss(&*ap.add(i));
+                        c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+                        c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+                    }
+                    ap = ap.add(MR);
+                    bp = bp.add(NR);
+                }
+            }
+            for i in 0..MR {
+                // SAFETY: tile rows are NR wide.
+                unsafe {
+                    _mm256_storeu_ps(tile[i].as_mut_ptr().add(half * 16), c0[i]);
+                    _mm256_storeu_ps(tile[i].as_mut_ptr().add(half * 16 + 8), c1[i]);
+                }
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { super::store_tile(&tile, c, ldc, ncols, bias, acc) };
+    }
+}
+
+/// Reference `C = act(A * W^T + bias) [+ C]` with plain loops, for tests.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_reference(m: usize, n: usize, k: usize, a: &[f32], w_nk: &[f32], c: &mut [f32], epi: Epilogue<'_>) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f64;
+            for p in 0..k {
+                s += a[i * k + p] as f64 * w_nk[j * k + p] as f64;
+            }
+            let mut v = s as f32 + epi.bias.map_or(0.0, |b| b[j]);
+            v = match epi.act {
+                Activation::None => v,
+                Activation::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
+                Activation::Gelu => 0.5 * v * (1.0 + erf64(v as f64 / std::f64::consts::SQRT_2) as f32),
+            };
+            if epi.accumulate {
+                c[i * n + j] += v;
+            } else {
+                c[i * n + j] = v;
+            }
+        }
+    }
+}
+
+/// erf in f64 by its Maclaurin / continued-fraction split, accurate to
+/// ~1e-12: good enough as a test oracle for f32 kernels.
+pub fn erf64(x: f64) -> f64 {
+    let ax = x.abs();
+    let r = if ax < 3.0 {
+        // Maclaurin series: erf x = 2/sqrt(pi) sum (-1)^n x^(2n+1) / (n! (2n+1))
+        let mut term = ax;
+        let mut sum = ax;
+        let x2 = ax * ax;
+        let mut n = 0.0;
+        loop {
+            n += 1.0;
+            term *= -x2 / n;
+            let t = term / (2.0 * n + 1.0);
+            sum += t;
+            if t.abs() < 1e-17 {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // Continued fraction for erfc.
+        let mut f = 0.0;
+        for i in (1..60).rev() {
+            f = (i as f64 / 2.0) / (ax + f);
+        }
+        1.0 - (-ax * ax).exp() / (std::f64::consts::PI.sqrt() * (ax + f))
+    };
+    if x < 0.0 {
+        -r
+    } else {
+        r
+    }
+}

@@ -1,0 +1,302 @@
+//! [`Clip`]: a loaded model with its tokenizer and preprocessing; the one type the CLI wraps.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use candle_core::{Device, Tensor};
+use gclip_image::{DecodeOptions, PreprocessConfig, Preprocessor, RgbImage};
+use gclip_model::{ClipConfig, ClipModel, LoadOptions};
+use gclip_tokenizer::Tokenizer;
+use rayon::prelude::*;
+
+use crate::embeddings::{normalize, Embeddings};
+use crate::error::{Error, Result};
+use crate::source::{materialize_default, ModelSource};
+
+/// Default number of items per forward pass.
+const DEFAULT_BATCH: usize = 16;
+
+/// A CLIP model ready to embed: weights, tokenizer, image preprocessing.
+pub struct Clip {
+    model: ClipModel,
+    tokenizer: Tokenizer,
+    preprocessor: Preprocessor,
+    decode: DecodeOptions,
+    context_length: usize,
+    batch_size: usize,
+    id: String,
+    source: String,
+}
+
+/// What became of one image in [`Clip::embed_image_files_with`].
+pub enum ImageOutcome {
+    /// Its embedding.
+    Embedded(Vec<f32>),
+    /// Why it could not be embedded (the path is in the error).
+    Failed(Error),
+}
+
+impl Clip {
+    /// Loads a model from `source` (see [`ModelSource::resolve`]).
+    pub fn load(source: &ModelSource) -> Result<Self> {
+        match source {
+            ModelSource::Path { path, arch } => Self::from_path(path, arch.as_deref()),
+            ModelSource::Default => {
+                let dir = materialize_default()?;
+                let mut clip = Self::from_path(&dir, None)?;
+                clip.source = source.describe();
+                Ok(clip)
+            }
+        }
+    }
+
+    /// Loads any checkpoint the model core understands; `arch` for bare weight files.
+    pub fn from_path(path: &Path, arch: Option<&str>) -> Result<Self> {
+        let opts = LoadOptions { arch: arch.map(str::to_owned), ..Default::default() };
+        let loaded = gclip_model::load_weights(path, &opts)?;
+        let config = loaded.config.clone();
+        let image_size = config.vision.image_size;
+        let tokenizer = match loaded.dir.as_deref() {
+            Some(dir) if has_tokenizer_files(dir) => Tokenizer::from_dir(dir)?,
+            _ => Tokenizer::openai(),
+        };
+        let pre_cfg = match loaded.dir.as_deref() {
+            Some(dir) => PreprocessConfig::from_model_dir(dir)?,
+            None => None,
+        };
+        let pre_cfg = pre_cfg.unwrap_or_else(|| PreprocessConfig { image_size, ..Default::default() });
+        let id = model_id(path, &config);
+        let model = ClipModel::from_weights(config.clone(), &loaded.weights, &Device::Cpu)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocessor: Preprocessor::new(pre_cfg),
+            decode: DecodeOptions::default(),
+            context_length: config.text.context_length,
+            batch_size: DEFAULT_BATCH,
+            id,
+            source: path.display().to_string(),
+        })
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &ClipConfig {
+        self.model.config()
+    }
+
+    /// The underlying candle model (the reference path, also used for training).
+    pub fn model(&self) -> &ClipModel {
+        &self.model
+    }
+
+    /// `exp(logit_scale)`: the factor applied to cosine similarities before a softmax.
+    pub fn logit_scale(&self) -> Result<f32> {
+        Ok(self.model.logit_scale_exp()?)
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// Where the model was loaded from, for messages.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// A string identifying the weights and preprocessing (for embedding caches).
+    pub fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.model.config().embed_dim
+    }
+
+    /// Items per forward pass (at least 1).
+    pub fn set_batch_size(&mut self, batch: usize) {
+        self.batch_size = batch.max(1);
+    }
+
+    /// Image decoding options (pixel limits, EXIF orientation).
+    pub fn set_decode_options(&mut self, decode: DecodeOptions) {
+        self.decode = decode;
+    }
+
+    /// Token ids (SOT, BPE, EOT, zero padding) for `text` at the model's context length.
+    pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        self.tokenizer.tokenize(text, self.context_length)
+    }
+
+    /// Embeds texts; texts of similar length are batched together (the text tower only runs up
+    /// to the longest end-of-text position of a batch), results come back in input order.
+    pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S], normalized: bool) -> Result<Embeddings> {
+        let ids = self.tokenizer.tokenize_batch(texts, self.context_length);
+        self.embed_token_ids(&ids, normalized)
+    }
+
+    /// Embeds rows of token ids (each padded or not, at most the context length).
+    pub fn embed_token_ids(&self, ids: &[Vec<u32>], normalized: bool) -> Result<Embeddings> {
+        let dim = self.dim();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].iter().rposition(|&t| t != 0).unwrap_or(0));
+        let mut out = vec![0f32; ids.len() * dim];
+        for chunk in order.chunks(self.batch_size) {
+            let width = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1).max(1);
+            if width > self.context_length {
+                return Err(Error::Invalid(format!(
+                    "{width} tokens exceed the model's context length {}",
+                    self.context_length
+                )));
+            }
+            let mut flat = Vec::with_capacity(chunk.len() * width);
+            for &i in chunk {
+                flat.extend_from_slice(&ids[i]);
+                flat.resize(flat.len() + width - ids[i].len(), 0);
+            }
+            let t = Tensor::from_vec(flat, (chunk.len(), width), &Device::Cpu)?;
+            let e: Vec<Vec<f32>> = self.model.encode_texts(&t)?.to_vec2()?;
+            for (&i, row) in chunk.iter().zip(e) {
+                out[i * dim..(i + 1) * dim].copy_from_slice(&row);
+            }
+        }
+        let mut emb = Embeddings::new(dim, out);
+        if normalized {
+            emb.normalize();
+        }
+        Ok(emb)
+    }
+
+    /// Embeds preprocessed pixels `[n, 3, S, S]` (flat, CHW per image).
+    pub fn embed_pixels(&self, pixels: &[f32], normalized: bool) -> Result<Embeddings> {
+        let s = self.config().vision.image_size;
+        let per = 3 * s * s;
+        if pixels.len() % per != 0 {
+            return Err(Error::Invalid(format!(
+                "pixel buffer of {} values is not a whole number of 3x{s}x{s} images",
+                pixels.len()
+            )));
+        }
+        let n = pixels.len() / per;
+        let dim = self.dim();
+        let mut emb = Embeddings::empty(dim);
+        for chunk in pixels.chunks(per * self.batch_size) {
+            let t = Tensor::from_slice(chunk, (chunk.len() / per, 3, s, s), &Device::Cpu)?;
+            let e = self.model.encode_images(&t)?.flatten_all()?.to_vec1::<f32>()?;
+            emb.extend(&Embeddings::new(dim, e));
+        }
+        debug_assert_eq!(emb.len(), n);
+        if normalized {
+            emb.normalize();
+        }
+        Ok(emb)
+    }
+
+    /// Embeds decoded images.
+    pub fn embed_images(&self, images: &[RgbImage], normalized: bool) -> Result<Embeddings> {
+        let pixels: Vec<f32> =
+            images.par_iter().flat_map_iter(|img| self.preprocessor.preprocess(img)).collect();
+        self.embed_pixels(&pixels, normalized)
+    }
+
+    /// Embeds image files; the first unreadable image fails the call (its path in the error).
+    pub fn embed_image_files(&self, paths: &[PathBuf], normalized: bool) -> Result<Embeddings> {
+        let mut emb = Embeddings::empty(self.dim());
+        let mut failure = None;
+        self.embed_image_files_with(paths, normalized, |_, outcome| match outcome {
+            ImageOutcome::Embedded(v) if failure.is_none() => emb.push(&v),
+            ImageOutcome::Embedded(_) => {}
+            ImageOutcome::Failed(e) => {
+                failure.get_or_insert(e);
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(emb),
+        }
+    }
+
+    /// Embeds image files, reporting each one's outcome in input order. Decoding and
+    /// preprocessing of the next batch run on other threads while the model computes this one.
+    pub fn embed_image_files_with(
+        &self,
+        paths: &[PathBuf],
+        normalized: bool,
+        mut on_item: impl FnMut(usize, ImageOutcome),
+    ) -> Result<()> {
+        let s = self.config().vision.image_size;
+        let per = 3 * s * s;
+        std::thread::scope(|scope| -> Result<()> {
+            // Two batches in flight: one being computed, one being decoded.
+            let (tx, rx) = mpsc::sync_channel::<(usize, Vec<Result<Vec<f32>>>)>(1);
+            let batch = self.batch_size;
+            scope.spawn(move || {
+                for (b, chunk) in paths.chunks(batch).enumerate() {
+                    let pre: Vec<Result<Vec<f32>>> = chunk
+                        .par_iter()
+                        .map(|p| {
+                            let img = gclip_image::load_rgb(p, &self.decode)
+                                .map_err(|source| Error::Image { path: p.clone(), source })?;
+                            Ok(self.preprocessor.preprocess(&img))
+                        })
+                        .collect();
+                    if tx.send((b * batch, pre)).is_err() {
+                        return; // the consumer stopped on an error
+                    }
+                }
+            });
+            for (start, items) in rx {
+                let mut pixels = Vec::with_capacity(items.len() * per);
+                let mut ok_index = Vec::with_capacity(items.len());
+                let mut outcomes: Vec<Option<ImageOutcome>> = Vec::with_capacity(items.len());
+                for (k, item) in items.into_iter().enumerate() {
+                    match item {
+                        Ok(px) => {
+                            pixels.extend_from_slice(&px);
+                            ok_index.push(k);
+                            outcomes.push(None);
+                        }
+                        Err(e) => outcomes.push(Some(ImageOutcome::Failed(e))),
+                    }
+                }
+                if !ok_index.is_empty() {
+                    let emb = self.embed_pixels(&pixels, false)?;
+                    for (row, &k) in emb.rows().zip(&ok_index) {
+                        let mut v = row.to_vec();
+                        if normalized {
+                            normalize(&mut v);
+                        }
+                        outcomes[k] = Some(ImageOutcome::Embedded(v));
+                    }
+                }
+                for (k, o) in outcomes.into_iter().enumerate() {
+                    if let Some(o) = o {
+                        on_item(start + k, o);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn has_tokenizer_files(dir: &Path) -> bool {
+    dir.join("tokenizer.json").is_file() || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file())
+}
+
+/// Identifies the weights for caches: path, size and modification time of the checkpoint, plus
+/// the config (cheap: the weights are not hashed).
+fn model_id(path: &Path, cfg: &ClipConfig) -> String {
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let stamp = std::fs::metadata(&canon)
+        .ok()
+        .and_then(|m| Some((m.len(), m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())))
+        .map(|(len, t)| format!("{len}-{t}"))
+        .unwrap_or_default();
+    let cfg = serde_json::to_string(cfg).unwrap_or_default();
+    format!("{}|{stamp}|{cfg}", canon.display())
+}
