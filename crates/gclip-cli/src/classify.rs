@@ -39,7 +39,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let labels: Vec<String> = match (&args.labels, &args.labels_file) {
-        (Some(l), _) => l.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+        (Some(l), _) => l
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
         (None, Some(f)) => common::read_lines(f)?,
         (None, None) => bail!("give --labels \"a,b,c\" or --labels-file FILE"),
     };
@@ -81,12 +85,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (path, row) in args.images.iter().zip(rows) {
         let Some(row) = row else { continue };
         let emb = gclip::Embeddings::new(row.len(), row);
-        let preds = classifier.classify(&emb, args.top).pop().unwrap_or_default();
-        results.push(serde_json::json!({ "image": path.display().to_string(), "predictions": preds }));
+        let preds = classifier
+            .classify(&emb, args.top)
+            .pop()
+            .unwrap_or_default();
+        results
+            .push(serde_json::json!({ "image": path.display().to_string(), "predictions": preds }));
     }
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-        "scale": classifier.scale(),
-        "results": results,
-    }))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "scale": classifier.scale(),
+            "results": results,
+        }))?
+    );
     Ok(())
 }

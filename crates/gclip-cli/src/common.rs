@@ -44,11 +44,14 @@ pub fn walk_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).with_context(|| format!("reading directory {}", d.display()))?;
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("reading directory {}", d.display()))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("reading directory {}", d.display()))?;
             let path = entry.path();
-            let ft = entry.file_type().with_context(|| format!("inspecting {}", path.display()))?;
+            let ft = entry
+                .file_type()
+                .with_context(|| format!("inspecting {}", path.display()))?;
             if ft.is_dir() || (ft.is_symlink() && path.is_dir()) {
                 stack.push(path);
             } else if has_image_extension(&path) {
@@ -64,7 +67,11 @@ pub fn walk_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 pub fn read_utf8(path: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!("{} is not valid UTF-8 (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to())
+        anyhow::anyhow!(
+            "{} is not valid UTF-8 (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
     })
 }
 
@@ -117,9 +124,31 @@ impl Item {
 }
 
 /// Embeds mixed items in order (texts and images batched separately), failing on any image.
-pub fn embed_items(clip: &Clip, items: &[Item], normalized: bool) -> anyhow::Result<gclip::Embeddings> {
-    let texts: Vec<&str> = items.iter().filter_map(|i| if let Item::Text(t) = i { Some(t.as_str()) } else { None }).collect();
-    let images: Vec<PathBuf> = items.iter().filter_map(|i| if let Item::Image(p) = i { Some(p.clone()) } else { None }).collect();
+pub fn embed_items(
+    clip: &Clip,
+    items: &[Item],
+    normalized: bool,
+) -> anyhow::Result<gclip::Embeddings> {
+    let texts: Vec<&str> = items
+        .iter()
+        .filter_map(|i| {
+            if let Item::Text(t) = i {
+                Some(t.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let images: Vec<PathBuf> = items
+        .iter()
+        .filter_map(|i| {
+            if let Item::Image(p) = i {
+                Some(p.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
     let te = clip.embed_texts(&texts, normalized)?;
     let ie = clip.embed_image_files(&images, normalized)?;
     let (mut ti, mut ii) = (te.rows(), ie.rows());
@@ -148,8 +177,10 @@ pub fn output_writer(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
 pub fn progress(n: u64, what: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(n);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     pb.set_message(what.to_owned());
     pb
@@ -158,7 +189,11 @@ pub fn progress(n: u64, what: &str) -> indicatif::ProgressBar {
 /// Writes a little-endian float32 C-order NPY file (format version 1.0).
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> anyhow::Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_str = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_str = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
     // magic(6) + version(2) + len(2) + header + '\n' must be a multiple of 64.
     let pad = (64 - (10 + header.len() + 1) % 64) % 64;

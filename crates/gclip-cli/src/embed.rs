@@ -69,16 +69,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("nothing to embed: give --text, --image, --texts, --images or JSONL on stdin");
     }
     if args.format != Format::Jsonl && args.output.is_none() {
-        bail!("--format {:?} writes binary data: give --output FILE", args.format);
+        bail!(
+            "--format {:?} writes binary data: give --output FILE",
+            args.format
+        );
     }
     let mut clip = args.model.load()?;
     clip.set_batch_size(args.batch);
     let normalized = !args.no_normalize;
 
-    let texts: Vec<&str> =
-        inputs.iter().filter_map(|i| if let Input::Text(t) = i { Some(t.as_str()) } else { None }).collect();
-    let images: Vec<PathBuf> =
-        inputs.iter().filter_map(|i| if let Input::Image(p) = i { Some(p.clone()) } else { None }).collect();
+    let texts: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| {
+            if let Input::Text(t) = i {
+                Some(t.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let images: Vec<PathBuf> = inputs
+        .iter()
+        .filter_map(|i| {
+            if let Input::Image(p) = i {
+                Some(p.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
 
     let pb = common::progress(inputs.len() as u64, "embedding");
     let text_emb = clip.embed_texts(&texts, normalized)?;
@@ -103,7 +122,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     pb.finish_and_clear();
     if let Some(e) = fatal {
-        return Err(anyhow::Error::new(e).context("an image could not be embedded (--on-error fail)"));
+        return Err(
+            anyhow::Error::new(e).context("an image could not be embedded (--on-error fail)")
+        );
     }
 
     // Assemble rows in input order, leaving out skipped images.
@@ -111,7 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut ti, mut ii) = (text_emb.rows(), image_rows.iter());
     for input in &inputs {
         match input {
-            Input::Text(_) => kept.push((input, ti.next().context("internal: text count mismatch")?)),
+            Input::Text(_) => {
+                kept.push((input, ti.next().context("internal: text count mismatch")?))
+            }
             Input::Image(_) => {
                 if let Some(Some(v)) = ii.next() {
                     kept.push((input, v.as_slice()));
@@ -121,9 +144,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     write_output(&args, &kept, clip.dim())?;
     if failures > 0 {
-        eprintln!("{} of {} images could not be read and were skipped", failures, images.len());
+        eprintln!(
+            "{} of {} images could not be read and were skipped",
+            failures,
+            images.len()
+        );
     }
-    tracing::info!(texts = texts.len(), images = images.len() - failures, skipped = failures, "embedded");
+    tracing::info!(
+        texts = texts.len(),
+        images = images.len() - failures,
+        skipped = failures,
+        "embedded"
+    );
     Ok(())
 }
 
@@ -139,12 +171,19 @@ fn collect_inputs(args: &Args) -> anyhow::Result<Vec<Input>> {
         let paths = if src.is_dir() {
             let found = common::walk_images(src)?;
             if found.is_empty() {
-                bail!("no image files ({}) under {}", common::IMAGE_EXTENSIONS.join(", "), src.display());
+                bail!(
+                    "no image files ({}) under {}",
+                    common::IMAGE_EXTENSIONS.join(", "),
+                    src.display()
+                );
             }
             found
         } else if src.is_file() {
             let base = src.parent().unwrap_or(Path::new("."));
-            common::read_lines(src)?.into_iter().map(|l| base.join(l.trim())).collect()
+            common::read_lines(src)?
+                .into_iter()
+                .map(|l| base.join(l.trim()))
+                .collect()
         } else {
             bail!("{} is neither a directory nor a list file", src.display());
         };
@@ -165,12 +204,18 @@ fn read_stdin_jsonl() -> anyhow::Result<Vec<Input>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value =
-            serde_json::from_str(&line).with_context(|| format!("stdin line {}: malformed JSON", n + 1))?;
-        match (v.get("text").and_then(|t| t.as_str()), v.get("image").and_then(|t| t.as_str())) {
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("stdin line {}: malformed JSON", n + 1))?;
+        match (
+            v.get("text").and_then(|t| t.as_str()),
+            v.get("image").and_then(|t| t.as_str()),
+        ) {
             (Some(t), None) => out.push(Input::Text(t.to_owned())),
             (None, Some(p)) => out.push(Input::Image(PathBuf::from(p))),
-            _ => bail!("stdin line {}: expected an object with a string \"text\" or \"image\"", n + 1),
+            _ => bail!(
+                "stdin line {}: expected an object with a string \"text\" or \"image\"",
+                n + 1
+            ),
         }
     }
     Ok(out)
@@ -200,17 +245,30 @@ fn write_output(args: &Args, rows: &[(&Input, &[f32])], dim: usize) -> anyhow::R
             let path = args.output.as_deref().context("--output is required")?;
             let data: Vec<f32> = rows.iter().flat_map(|(_, e)| e.iter().copied()).collect();
             let emb = Embeddings::new(dim, data);
-            let bytes: Vec<u8> = emb.as_slice().iter().flat_map(|x| x.to_le_bytes()).collect();
+            let bytes: Vec<u8> = emb
+                .as_slice()
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
             let inputs: Vec<serde_json::Value> = rows
                 .iter()
                 .map(|(i, _)| match i {
                     Input::Text(t) => serde_json::json!({"kind": "text", "input": t}),
-                    Input::Image(p) => serde_json::json!({"kind": "image", "input": p.display().to_string()}),
+                    Input::Image(p) => {
+                        serde_json::json!({"kind": "image", "input": p.display().to_string()})
+                    }
                 })
                 .collect();
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows.len(), dim], &bytes)
-                .context("building the safetensors view")?;
-            let meta = std::collections::HashMap::from([("inputs".to_owned(), serde_json::to_string(&inputs)?)]);
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                vec![rows.len(), dim],
+                &bytes,
+            )
+            .context("building the safetensors view")?;
+            let meta = std::collections::HashMap::from([(
+                "inputs".to_owned(),
+                serde_json::to_string(&inputs)?,
+            )]);
             safetensors::serialize_to_file([("embeddings", view)], Some(meta), path)
                 .with_context(|| format!("writing {}", path.display()))?;
         }

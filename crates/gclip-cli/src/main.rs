@@ -16,7 +16,11 @@ mod train;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "gclip", version, about = "CLIP and GCL embeddings: run, train, evaluate, search")]
+#[command(
+    name = "gclip",
+    version,
+    about = "CLIP and GCL embeddings: run, train, evaluate, search"
+)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `gclip=debug`.
     #[arg(long, global = true, env = "GCLIP_LOG", default_value = "warn")]

@@ -29,8 +29,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.scale.is_some_and(|s| !s.is_finite() || s <= 0.0) {
         bail!("--scale must be a positive number");
     }
-    let a: Vec<Item> = args.a.iter().map(|s| Item::parse(s)).collect::<anyhow::Result<_>>()?;
-    let b: Vec<Item> = args.b.iter().map(|s| Item::parse(s)).collect::<anyhow::Result<_>>()?;
+    let a: Vec<Item> = args
+        .a
+        .iter()
+        .map(|s| Item::parse(s))
+        .collect::<anyhow::Result<_>>()?;
+    let b: Vec<Item> = args
+        .b
+        .iter()
+        .map(|s| Item::parse(s))
+        .collect::<anyhow::Result<_>>()?;
     let clip = args.model.load()?;
     let ea = common::embed_items(&clip, &a, true)?;
     let eb = common::embed_items(&clip, &b, true)?;
@@ -56,14 +64,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     print_table("cosine similarity", &a, &b, &cos);
     if let Some(p) = &probs {
         println!();
-        print_table(&format!("softmax probabilities (scale {scale:.2})"), &a, &b, p);
+        print_table(
+            &format!("softmax probabilities (scale {scale:.2})"),
+            &a,
+            &b,
+            p,
+        );
     }
     Ok(())
 }
 
 fn print_table(title: &str, a: &[Item], b: &[Item], m: &[Vec<f32>]) {
-    let short = |s: String| if s.chars().count() > 28 { format!("{}…", s.chars().take(27).collect::<String>()) } else { s };
-    let row_w = a.iter().map(|i| short(i.label()).chars().count()).max().unwrap_or(0).max(title.len().min(28));
+    let short = |s: String| {
+        if s.chars().count() > 28 {
+            format!("{}…", s.chars().take(27).collect::<String>())
+        } else {
+            s
+        }
+    };
+    let row_w = a
+        .iter()
+        .map(|i| short(i.label()).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(title.len().min(28));
     println!("{title}");
     print!("{:row_w$}", "");
     for item in b {

@@ -1,1 +1,93 @@
-fn main() {}
+//! GEMM throughput at ViT shapes, in GFLOPS.
+//!
+//! `cargo bench -p gclip-engine --bench gemm [-- THREADS]`; compare with
+//! `python crates/gclip-engine/benches/gemm_ref.py` (numpy/OpenBLAS and
+//! torch on the same shapes), or run `benches/gemm_side_by_side.sh` for both
+//! in one go.
+
+use std::time::{Duration, Instant};
+
+use gclip_engine::cpu;
+use gclip_engine::gemm::{gemm, Epilogue, PackedMatrix};
+use gclip_engine::quant::{gemm_i8, PackedI8};
+
+/// Best of several 0.3 s windows: the machine is shared, so the best window
+/// is the closest to the kernel's real speed.
+fn best_rate(flops: f64, mut run: impl FnMut()) -> f64 {
+    run();
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let mut iters = 0u32;
+        while t0.elapsed() < Duration::from_millis(300) {
+            run();
+            iters += 1;
+        }
+        best = best.max(flops * iters as f64 / t0.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+fn main() {
+    let threads: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
+    let isa = cpu::features().isa;
+    println!("isa {} threads {threads}", isa.name());
+    let shapes = [
+        (800, 768, 768),
+        (800, 768, 2304),
+        (800, 768, 3072),
+        (800, 3072, 768),
+        (50, 768, 768),
+        (50, 768, 3072),
+        (192, 512, 2048),
+        (12, 512, 2048),
+    ];
+    for (m, k, n) in shapes {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let b = PackedMatrix::from_nk(&w, n, k).expect("pack");
+        let mut c = vec![0.0f32; m * n];
+        let flops = 2.0 * (m * n * k) as f64;
+        let f32_rate = best_rate(flops, || {
+            gemm(
+                isa,
+                Some(&pool),
+                m,
+                &a,
+                k,
+                &b,
+                &mut c,
+                n,
+                Epilogue::default(),
+            )
+        });
+        let q = PackedI8::from_nk(&w, n, k).expect("pack");
+        let i8_rate = best_rate(flops, || {
+            gemm_i8(
+                isa,
+                Some(&pool),
+                m,
+                &a,
+                k,
+                &q,
+                &mut c,
+                n,
+                Epilogue::default(),
+            )
+        });
+        println!(
+            "gemm M={m:4} K={k:4} N={n:4}: f32 {f32_rate:7.1} GFLOPS   int8 {i8_rate:7.1} GOPS"
+        );
+    }
+}

@@ -29,7 +29,10 @@ pub struct PackedMatrix {
 
 impl std::fmt::Debug for PackedMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackedMatrix").field("k", &self.k).field("n", &self.n).finish()
+        f.debug_struct("PackedMatrix")
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .finish()
     }
 }
 
@@ -84,7 +87,9 @@ impl PackedMatrix {
 
 pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<(), EngineError> {
     if got != want {
-        return Err(EngineError::Shape(format!("{what}: expected {want} values, got {got}")));
+        return Err(EngineError::Shape(format!(
+            "{what}: expected {want} values, got {got}"
+        )));
     }
     Ok(())
 }
@@ -117,26 +122,84 @@ pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
 unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
 
+impl<T> SyncPtr<T> {
+    /// The pointer; a method so closures capture the whole `Sync` wrapper.
+    pub(crate) fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 thread_local! {
     static APACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Splits `m` rows x `panels` into tasks: (row blocks, panel chunks).
-pub(crate) fn plan(m: usize, mc: usize, panels: usize, threads: usize, work: usize) -> (usize, usize) {
-    let mb = m.div_ceil(mc).max(1);
-    if threads <= 1 || work < (1 << 20) {
-        return (mb, 1);
+/// How a GEMM is cut into tasks: row blocks (whole micro-panels, so only
+/// the last block has a short tail) times chunks of column panels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    m: usize,
+    mr: usize,
+    micro: usize,
+    pub(crate) mb: usize,
+    pub(crate) chunks: usize,
+    panels: usize,
+}
+
+impl Plan {
+    /// `work` is the MAC count: small products run as one task.
+    pub(crate) fn new(
+        m: usize,
+        mr: usize,
+        max_micro: usize,
+        panels: usize,
+        threads: usize,
+        work: usize,
+    ) -> Self {
+        let micro = m.div_ceil(mr).max(1);
+        let mut mb = micro.div_ceil(max_micro).max(1);
+        let mut chunks = 1;
+        if threads > 1 && work >= (1 << 20) {
+            // Equal-sized row blocks, a multiple of the thread count, so no
+            // thread waits on a straggler; split columns only when rows run
+            // out (each column chunk re-reads A).
+            if mb > 1 {
+                mb = (mb.div_ceil(threads) * threads).min(micro);
+            }
+            chunks = (threads * 2).div_ceil(mb).clamp(1, panels.max(1));
+        }
+        Self {
+            m,
+            mr,
+            micro,
+            mb,
+            chunks,
+            panels,
+        }
     }
-    // Enough tasks that 2+ land on each thread; prefer splitting rows (each
-    // task then streams all of B once) and split columns only when rows run
-    // out.
-    let want = threads * 2;
-    let chunks = want.div_ceil(mb).clamp(1, panels.max(1));
-    (mb, chunks)
+
+    pub(crate) fn tasks(&self) -> usize {
+        self.mb * self.chunks
+    }
+
+    /// (row block, panel chunk) of task `t`.
+    pub(crate) fn split(&self, t: usize) -> ((usize, usize), (usize, usize)) {
+        let (bi, ci) = (t / self.chunks, t % self.chunks);
+        let (u0, u1) = (bi * self.micro / self.mb, (bi + 1) * self.micro / self.mb);
+        let rows = (u0 * self.mr, (u1 * self.mr).min(self.m));
+        let cols = (
+            ci * self.panels / self.chunks,
+            (ci + 1) * self.panels / self.chunks,
+        );
+        (rows, cols)
+    }
 }
 
 /// Runs `task(t)` for `t in 0..tasks`, on `pool` when there is one.
-pub(crate) fn run_tasks(pool: Option<&rayon::ThreadPool>, tasks: usize, task: impl Fn(usize) + Send + Sync) {
+pub(crate) fn run_tasks(
+    pool: Option<&rayon::ThreadPool>,
+    tasks: usize,
+    task: impl Fn(usize) + Send + Sync,
+) {
     match pool {
         Some(p) if tasks > 1 && p.current_num_threads() > 1 => {
             use rayon::prelude::*;
@@ -168,8 +231,14 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(lda >= k && a.len() >= (m - 1) * lda + k, "gemm: A too small");
-    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: C too small");
+    assert!(
+        lda >= k && a.len() >= (m - 1) * lda + k,
+        "gemm: A too small"
+    );
+    assert!(
+        ldc >= n && c.len() >= (m - 1) * ldc + n,
+        "gemm: C too small"
+    );
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= n, "gemm: bias too short");
     }
@@ -181,12 +250,10 @@ pub fn gemm(
     let (mr, mc) = tile_rows(isa);
     let panels = n.div_ceil(NR);
     let threads = pool.map_or(1, |p| p.current_num_threads());
-    let (mb, chunks) = plan(m, mc, panels, threads, m * n * k);
+    let plan = Plan::new(m, mr, mc / mr, panels, threads, m * n * k);
     let cp = SyncPtr(c.as_mut_ptr());
-    run_tasks(pool, mb * chunks, |t| {
-        let (bi, ci) = (t / chunks, t % chunks);
-        let (r0, r1) = (bi * mc, ((bi + 1) * mc).min(m));
-        let (p0, p1) = (ci * panels / chunks, (ci + 1) * panels / chunks);
+    run_tasks(pool, plan.tasks(), |t| {
+        let ((r0, r1), (p0, p1)) = plan.split(t);
         APACK.with(|buf| {
             let mut buf = buf.borrow_mut();
             pack_a(&mut buf, &a[r0 * lda..], lda, r1 - r0, k, mr);
@@ -199,14 +266,29 @@ pub fn gemm(
                     let ap = &buf[(i - r0) * k..(i - r0 + rows) * k];
                     // SAFETY: rows i..i+rows, columns jp*32..+ncols of C are
                     // in bounds (asserted above) and belong to this task only.
-                    let ctile = unsafe { cp.0.add(i * ldc + jp * NR) };
+                    let ctile = unsafe { cp.get().add(i * ldc + jp * NR) };
                     let bias = epi.bias.map(|bb| &bb[jp * NR..jp * NR + ncols]);
                     // SAFETY: as above; `ap` and `bpanel` hold rows*k and k*32 values.
-                    unsafe { micro(isa, rows, k, ap, bpanel, ctile, ldc, ncols, bias, epi.accumulate) };
+                    unsafe {
+                        micro(
+                            isa,
+                            rows,
+                            k,
+                            ap,
+                            bpanel,
+                            ctile,
+                            ldc,
+                            ncols,
+                            bias,
+                            epi.accumulate,
+                        )
+                    };
                     if epi.act != Activation::None {
                         for r in 0..rows {
                             // SAFETY: same tile as written above.
-                            let row = unsafe { std::slice::from_raw_parts_mut(ctile.add(r * ldc), ncols) };
+                            let row = unsafe {
+                                std::slice::from_raw_parts_mut(ctile.add(r * ldc), ncols)
+                            };
                             activate(isa, epi.act, row);
                         }
                     }
@@ -292,7 +374,14 @@ fn scalar_kernel(rows: usize, k: usize, a: &[f32], b: &[f32], tile: &mut [[f32; 
 ///
 /// # Safety
 /// `c` addresses `tile.len()` rows of `ncols` floats with stride `ldc`.
-unsafe fn store_tile(tile: &[[f32; NR]], c: *mut f32, ldc: usize, ncols: usize, bias: Option<&[f32]>, acc: bool) {
+unsafe fn store_tile(
+    tile: &[[f32; NR]],
+    c: *mut f32,
+    ldc: usize,
+    ncols: usize,
+    bias: Option<&[f32]>,
+    acc: bool,
+) {
     for (r, row) in tile.iter().enumerate() {
         // SAFETY: guaranteed by the caller.
         let out = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), ncols) };
@@ -310,13 +399,20 @@ unsafe fn store_tile(tile: &[[f32; NR]], c: *mut f32, ldc: usize, ncols: usize, 
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use x86::masks as x86_masks;
+
+#[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::NR;
     use std::arch::x86_64::*;
 
     #[inline(always)]
-    pub(super) fn masks(ncols: usize) -> (__mmask16, __mmask16) {
-        let m0 = if ncols >= 16 { 0xffff } else { ((1u32 << ncols) - 1) as u16 };
+    pub(crate) fn masks(ncols: usize) -> (__mmask16, __mmask16) {
+        let m0 = if ncols >= 16 {
+            0xffff
+        } else {
+            ((1u32 << ncols) - 1) as u16
+        };
         let m1 = if ncols >= 32 {
             0xffff
         } else if ncols <= 16 {
@@ -360,7 +456,12 @@ mod x86 {
         let (m0, m1) = masks(ncols);
         let (bias0, bias1) = match bias {
             // SAFETY: masked loads touch only the `ncols` valid lanes.
-            Some(bs) => unsafe { (_mm512_maskz_loadu_ps(m0, bs.as_ptr()), _mm512_maskz_loadu_ps(m1, bs.as_ptr().wrapping_add(16))) },
+            Some(bs) => unsafe {
+                (
+                    _mm512_maskz_loadu_ps(m0, bs.as_ptr()),
+                    _mm512_maskz_loadu_ps(m1, bs.as_ptr().wrapping_add(16)),
+                )
+            },
             None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
         };
         for i in 0..MR {
@@ -428,7 +529,15 @@ mod x86 {
 
 /// Reference `C = act(A * W^T + bias) [+ C]` with plain loops, for tests.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_reference(m: usize, n: usize, k: usize, a: &[f32], w_nk: &[f32], c: &mut [f32], epi: Epilogue<'_>) {
+pub fn gemm_reference(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    w_nk: &[f32],
+    c: &mut [f32],
+    epi: Epilogue<'_>,
+) {
     for i in 0..m {
         for j in 0..n {
             let mut s = 0.0f64;
@@ -439,7 +548,9 @@ pub fn gemm_reference(m: usize, n: usize, k: usize, a: &[f32], w_nk: &[f32], c: 
             v = match epi.act {
                 Activation::None => v,
                 Activation::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
-                Activation::Gelu => 0.5 * v * (1.0 + erf64(v as f64 / std::f64::consts::SQRT_2) as f32),
+                Activation::Gelu => {
+                    0.5 * v * (1.0 + erf64(v as f64 / std::f64::consts::SQRT_2) as f32)
+                }
             };
             if epi.accumulate {
                 c[i * n + j] += v;

@@ -6,11 +6,35 @@
 //! softmax and attention reading the fused QKV matrix in place, and an
 //! optional dynamic int8 path using AVX512-VNNI. The text tower only runs
 //! up to the last end-of-text token of a batch (it is causal, so the result
-//! is unchanged). The ISA is picked at run time ([`cpu::features`]).
+//! is unchanged). The ISA is picked at run time ([`cpu::features`]; set
+//! `GCLIP_ISA=avx2` or `scalar` to force a fallback).
+//!
+//! ```no_run
+//! use gclip_engine::{EngineModel, EngineOptions, Precision};
+//! use gclip_model::{load_weights, LoadOptions};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let lw = load_weights("path/to/model".as_ref(), &LoadOptions::default())?;
+//! let opts = EngineOptions { precision: Precision::Int8, threads: Some(2), ..Default::default() };
+//! let engine = EngineModel::from_weights(&lw.config, &lw.weights, &opts)?;
+//! let s = engine.image_size();
+//! let img = engine.encode_images_normalized(&vec![0.0; 3 * s * s], 1)?; // [1, embed]
+//! let txt = engine.encode_texts_normalized(&[vec![49406, 320, 49407]])?;
+//! # let _ = (img, txt); Ok(()) }
+//! ```
+//!
+//! Benchmarks: `benches/gemm.rs` (GEMM GFLOPS at ViT shapes, with
+//! `benches/gemm_ref.py` for numpy/torch on the same shapes) and
+//! [`bench::run`] (items/s of a random-weight model; `gclip bench`, or the
+//! `bench` example), compared with open_clip by `bench/compare_torch.py`.
 
+pub mod bench;
 pub mod cpu;
 pub mod gemm;
+pub mod model;
 pub mod ops;
+pub mod quant;
+
+pub use model::{EngineModel, EngineOptions, Precision};
 
 mod aligned;
 
@@ -29,6 +53,12 @@ pub enum EngineError {
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     ThreadPool(String),
+    /// A weight tensor could not be read.
+    #[error("weight {0}")]
+    Weight(String),
+    /// A model feature the engine does not implement.
+    #[error("unsupported by the engine: {0}")]
+    Unsupported(String),
     /// Unknown architecture name.
     #[error("unknown architecture `{0}`")]
     UnknownArch(String),

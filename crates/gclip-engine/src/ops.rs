@@ -43,6 +43,7 @@ macro_rules! multiversion {
         }
     };
 }
+
 pub(crate) use multiversion;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -152,7 +153,14 @@ fn dot16(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn layer_norm_body(x: &[f32], out: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+fn layer_norm_body(
+    x: &[f32],
+    out: &mut [f32],
+    width: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
     for (xr, or) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
         let mean = sum16(xr) / width as f32;
         for (o, &v) in or.iter_mut().zip(xr) {
@@ -216,16 +224,27 @@ pub struct AttnShape {
     pub causal: bool,
 }
 
-/// One (sequence, head) pair. `qkv` holds rows `[q | k | v]` of width
-/// `3 * heads * head_dim` for this sequence; the result goes to `out` rows of
-/// width `heads * head_dim`, at this head's columns.
+/// One (sequence, head) pair for queries `q0..q1`. `qkv` holds rows
+/// `[q | k | v]` of width `3 * heads * head_dim` for this sequence; query i's
+/// result goes to row `i - q0` of `out` (width `heads * head_dim`), at this
+/// head's columns.
 #[inline(always)]
-fn attn_head_body(qkv: &[f32], out: *mut f32, s: AttnShape, h: usize, scores: &mut [f32], acc: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn attn_head_body(
+    qkv: &[f32],
+    out: *mut f32,
+    s: AttnShape,
+    h: usize,
+    q0: usize,
+    q1: usize,
+    scores: &mut [f32],
+    acc: &mut [f32],
+) {
     let w = s.heads * s.head_dim;
     let stride = 3 * w;
     let scale = 1.0 / (s.head_dim as f32).sqrt();
     let (qo, ko, vo) = (h * s.head_dim, w + h * s.head_dim, 2 * w + h * s.head_dim);
-    for i in 0..s.seq {
+    for i in q0..q1 {
         let q = &qkv[i * stride + qo..i * stride + qo + s.head_dim];
         let len = if s.causal { i + 1 } else { s.seq };
         let sc = &mut scores[..len];
@@ -244,16 +263,12 @@ fn attn_head_body(qkv: &[f32], out: *mut f32, s: AttnShape, h: usize, scores: &m
         }
         // SAFETY: the caller guarantees `out` addresses seq rows of width w
         // and that no other task writes this head's columns of them.
-        let o = unsafe { std::slice::from_raw_parts_mut(out.add(i * w + h * s.head_dim), s.head_dim) };
+        let o = unsafe {
+            std::slice::from_raw_parts_mut(out.add((i - q0) * w + h * s.head_dim), s.head_dim)
+        };
         o.copy_from_slice(acc);
     }
 }
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint regions (see attention()).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 /// Multi-head scaled dot-product attention over a fused QKV matrix
 /// (`[batch*seq, 3*W]`, the output of `in_proj`), writing `[batch*seq, W]`.
@@ -261,21 +276,65 @@ unsafe impl Sync for SendPtr {}
 ///
 /// # Panics
 /// If the buffers are smaller than the shape requires.
-pub fn attention(isa: Isa, pool: Option<&rayon::ThreadPool>, qkv: &[f32], out: &mut [f32], s: AttnShape) {
+pub fn attention(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    qkv: &[f32],
+    out: &mut [f32],
+    s: AttnShape,
+) {
     let w = s.heads * s.head_dim;
-    assert!(qkv.len() >= s.batch * s.seq * 3 * w, "attention: qkv too small");
     assert!(out.len() >= s.batch * s.seq * w, "attention: out too small");
+    attention_impl(isa, pool, qkv, out, s, |b| (0, s.seq, b * s.seq));
+}
+
+/// Attention for one query position per sequence (`query[b]`), writing
+/// `[batch, W]`: all a final block needs when only one token is pooled.
+///
+/// # Panics
+/// If the buffers are too small or a query position is out of range.
+pub fn attention_at(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    qkv: &[f32],
+    out: &mut [f32],
+    s: AttnShape,
+    query: &[usize],
+) {
+    let w = s.heads * s.head_dim;
+    assert!(
+        query.len() == s.batch && query.iter().all(|&q| q < s.seq),
+        "attention_at: bad queries"
+    );
+    assert!(out.len() >= s.batch * w, "attention_at: out too small");
+    attention_impl(isa, pool, qkv, out, s, |b| (query[b], query[b] + 1, b));
+}
+
+/// `rows(b)` = (first query, end query, first output row) of sequence b.
+fn attention_impl(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    qkv: &[f32],
+    out: &mut [f32],
+    s: AttnShape,
+    rows: impl Fn(usize) -> (usize, usize, usize) + Send + Sync,
+) {
+    let w = s.heads * s.head_dim;
+    assert!(
+        qkv.len() >= s.batch * s.seq * 3 * w,
+        "attention: qkv too small"
+    );
     let isa = isa.min(cpu::hardware().isa);
-    let optr = SendPtr(out.as_mut_ptr());
+    let optr = crate::gemm::SyncPtr(out.as_mut_ptr());
     let task = move |t: usize| {
         let (b, h) = (t / s.heads, t % s.heads);
+        let (q0, q1, o0) = rows(b);
         let mut scores = vec![0.0f32; s.seq];
         let mut acc = vec![0.0f32; s.head_dim];
         let q = &qkv[b * s.seq * 3 * w..(b + 1) * s.seq * 3 * w];
-        let o = optr;
-        // SAFETY: `b * seq * w` is inside `out` (checked above).
-        let base = unsafe { o.0.add(b * s.seq * w) };
-        attn_head_dispatch(isa, q, base, s, h, &mut scores, &mut acc);
+        // SAFETY: the callers checked that `out` holds the output rows.
+        let base = unsafe { optr.get().add(o0 * w) };
+        attn_head_dispatch(isa, q, base, s, h, (q0, q1), &mut scores, &mut acc);
     };
     let tasks = s.batch * s.heads;
     match pool {
@@ -287,26 +346,56 @@ pub fn attention(isa: Isa, pool: Option<&rayon::ThreadPool>, qkv: &[f32], out: &
     }
 }
 
-fn attn_head_dispatch(isa: Isa, qkv: &[f32], out: *mut f32, s: AttnShape, h: usize, scores: &mut [f32], acc: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn attn_head_dispatch(
+    isa: Isa,
+    qkv: &[f32],
+    out: *mut f32,
+    s: AttnShape,
+    h: usize,
+    q: (usize, usize),
+    scores: &mut [f32],
+    acc: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-        unsafe fn v512(q: &[f32], o: *mut f32, s: AttnShape, h: usize, sc: &mut [f32], a: &mut [f32]) {
-            attn_head_body(q, o, s, h, sc, a)
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn v512(
+            x: &[f32],
+            o: *mut f32,
+            s: AttnShape,
+            h: usize,
+            q0: usize,
+            q1: usize,
+            sc: &mut [f32],
+            a: &mut [f32],
+        ) {
+            attn_head_body(x, o, s, h, q0, q1, sc, a)
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn v2(q: &[f32], o: *mut f32, s: AttnShape, h: usize, sc: &mut [f32], a: &mut [f32]) {
-            attn_head_body(q, o, s, h, sc, a)
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn v2(
+            x: &[f32],
+            o: *mut f32,
+            s: AttnShape,
+            h: usize,
+            q0: usize,
+            q1: usize,
+            sc: &mut [f32],
+            a: &mut [f32],
+        ) {
+            attn_head_body(x, o, s, h, q0, q1, sc, a)
         }
         match isa {
             // SAFETY: `isa` was capped at the hardware's by the caller.
-            Isa::Avx512 => return unsafe { v512(qkv, out, s, h, scores, acc) },
+            Isa::Avx512 => return unsafe { v512(qkv, out, s, h, q.0, q.1, scores, acc) },
             // SAFETY: as above.
-            Isa::Avx2 => return unsafe { v2(qkv, out, s, h, scores, acc) },
+            Isa::Avx2 => return unsafe { v2(qkv, out, s, h, q.0, q.1, scores, acc) },
             Isa::Scalar => {}
         }
     }
-    attn_head_body(qkv, out, s, h, scores, acc)
+    attn_head_body(qkv, out, s, h, q.0, q.1, scores, acc)
 }
 
 /// L2-normalises each row of `width` in place (zero rows stay zero).

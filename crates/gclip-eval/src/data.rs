@@ -192,9 +192,7 @@ pub enum FieldKind {
     Image,
 }
 
-const IMAGE_EXTS: &[&str] = &[
-    "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff",
-];
+const IMAGE_EXTS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
 /// True when `s` ends in a known image file extension.
 pub fn looks_like_image_path(s: &str) -> bool {

@@ -263,14 +263,18 @@ fn scan(
         .map_err(|_| bad("truncated header; delete the file"))?;
     if &head[..8] != MAGIC || u32::from_le_bytes([head[8], head[9], head[10], head[11]]) != VERSION
     {
-        return Err(bad("not a gclip embedding cache of this version; delete the file"));
+        return Err(bad(
+            "not a gclip embedding cache of this version; delete the file",
+        ));
     }
     let id_len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]) as usize;
     let mut id = vec![0u8; id_len];
     r.read_exact(&mut id)
         .map_err(|_| bad("truncated header; delete the file"))?;
     if id != model_id.as_bytes() {
-        return Err(bad("written for another model id (hash collision?); delete the file"));
+        return Err(bad(
+            "written for another model id (hash collision?); delete the file",
+        ));
     }
     let mut pos = 16 + id_len as u64;
     let mut rec = [0u8; 36];
@@ -299,7 +303,10 @@ fn hex(bytes: &[u8]) -> String {
 
 impl<E: FieldEncoder> FieldEncoder for CachedEncoder<E> {
     fn encode_texts(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, BoxError> {
-        let keys: Vec<_> = texts.iter().map(|t| self.key("text", t.as_bytes())).collect();
+        let keys: Vec<_> = texts
+            .iter()
+            .map(|t| self.key("text", t.as_bytes()))
+            .collect();
         Ok(self.lookup(&keys, |enc, miss| {
             let batch: Vec<String> = miss.iter().map(|&i| texts[i].clone()).collect();
             enc.encode_texts(&batch)

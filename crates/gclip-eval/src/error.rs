@@ -10,7 +10,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -37,7 +37,7 @@ pub enum EvalError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The encoder failed.
-    #[error("encoder failed: {0}")]
+    #[error("the encoder failed")]
     Encoder(#[source] BoxError),
     /// The encoder returned something unusable (wrong count, ragged or non-finite vectors).
     #[error("encoder output invalid: {0}")]

@@ -193,7 +193,11 @@ struct Docs {
     synthetic: HashMap<String, String>,
 }
 
-fn resolve_kinds(specs: &[FieldSpec], table: &Table, role: &str) -> Result<Vec<(FieldSpec, usize)>> {
+fn resolve_kinds(
+    specs: &[FieldSpec],
+    table: &Table,
+    role: &str,
+) -> Result<Vec<(FieldSpec, usize)>> {
     specs
         .iter()
         .map(|s| {
@@ -246,8 +250,7 @@ fn embed_rows(
             per_field.push(slot);
         }
         for (i, _) in chunk.iter().enumerate() {
-            let fields_i: Vec<Option<&[f32]>> =
-                per_field.iter().map(|f| f[i].as_deref()).collect();
+            let fields_i: Vec<Option<&[f32]>> = per_field.iter().map(|f| f[i].as_deref()).collect();
             let dims: Vec<usize> = fields_i.iter().flatten().map(|v| v.len()).collect();
             if dims.windows(2).any(|w| w[0] != w[1]) {
                 return Err(EvalError::EncoderOutput(format!(
@@ -290,16 +293,18 @@ pub fn evaluate_retrieval(
             .enumerate()
             .map(|(i, r)| {
                 let cell = r[col].as_deref().unwrap_or("");
-                cell.trim().parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| {
-                    EvalError::Data {
+                cell.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| EvalError::Data {
                         path: data.source.clone(),
                         msg: format!(
                             "row {}: weight {cell:?} in column {:?} is not a finite number",
                             i + 1,
                             data.columns[col]
                         ),
-                    }
-                })
+                    })
             })
             .collect::<Result<_>>()?,
         None => vec![1.0; data.rows.len()],
@@ -327,7 +332,8 @@ pub fn evaluate_retrieval(
     }
     let mut keys: Vec<String> = groups.keys().cloned().collect();
     // pandas groupby sorts keys: numerically for an integer id column, else by string.
-    let numeric: Option<Vec<i64>> = qid_col.and_then(|_| keys.iter().map(|k| k.parse().ok()).collect());
+    let numeric: Option<Vec<i64>> =
+        qid_col.and_then(|_| keys.iter().map(|k| k.parse().ok()).collect());
     if numeric.is_some() {
         keys.sort_by_key(|k| k.parse::<i64>().unwrap_or(0));
     } else {

@@ -29,4 +29,4 @@ pub use error::{BoxError, EvalError, Result};
 pub use gcl::{evaluate_retrieval, RetrievalConfig, RetrievalReport, MARQO_CUTOFFS};
 pub use metrics::{evaluate, Evaluation, Metric, MetricConfig, Qrels, Run};
 pub use pairs::{evaluate_pairs, PairsReport};
-pub use zeroshot::{evaluate_zero_shot, image_folder, ZeroShotReport};
+pub use zeroshot::{evaluate_zero_shot, image_folder, ImageFolder, ZeroShotReport};

@@ -194,7 +194,9 @@ impl MetricConfig {
         }
         for &p in &self.rbp_ps {
             if !(p > 0.0 && p < 1.0) {
-                return Err(EvalError::Config(format!("RBP persistence {p} not in (0, 1)")));
+                return Err(EvalError::Config(format!(
+                    "RBP persistence {p} not in (0, 1)"
+                )));
             }
         }
         Ok(())
@@ -203,7 +205,13 @@ impl MetricConfig {
     /// All measures in report order: per kind, every cut-off; then ERR and RBP.
     pub fn metrics(&self) -> Vec<Metric> {
         let mut m = Vec::new();
-        for make in [Metric::Ndcg, Metric::Map, Metric::Recall, Metric::Precision, Metric::Mrr] {
+        for make in [
+            Metric::Ndcg,
+            Metric::Map,
+            Metric::Recall,
+            Metric::Precision,
+            Metric::Mrr,
+        ] {
             m.extend(self.cutoffs.iter().map(|&k| make(k)));
         }
         m.push(Metric::Err);
@@ -222,7 +230,8 @@ pub fn evaluate_query(
     order.sort_unstable_by(|&a, &b| {
         let (da, sa) = &retrieved[a];
         let (db, sb) = &retrieved[b];
-        sb.total_cmp(sa).then_with(|| db.as_bytes().cmp(da.as_bytes()))
+        sb.total_cmp(sa)
+            .then_with(|| db.as_bytes().cmp(da.as_bytes()))
     });
     let rels: Vec<i64> = order
         .iter()
@@ -290,7 +299,11 @@ pub fn evaluate_ranked(
     let per_rel = |x: f64| if num_rel > 0 { x / num_rel as f64 } else { 0.0 };
     out.extend(cfg.cutoffs.iter().map(|&k| per_rel(ap[at(k)])));
     out.extend(cfg.cutoffs.iter().map(|&k| per_rel(rel_ret[at(k)] as f64)));
-    out.extend(cfg.cutoffs.iter().map(|&k| rel_ret[at(k)] as f64 / k as f64));
+    out.extend(
+        cfg.cutoffs
+            .iter()
+            .map(|&k| rel_ret[at(k)] as f64 / k as f64),
+    );
     out.extend(cfg.cutoffs.iter().map(|&k| match first_rel {
         Some(r) if r <= k => 1.0 / r as f64,
         _ => 0.0,
@@ -355,6 +368,38 @@ impl Evaluation {
             .map(|i| self.mean[i])
     }
 
+    /// JSON object mapping each measure name (`ndcg@10`, `err`, `rbp@0.8`, ...) to its
+    /// mean, plus `num_queries` and, if asked, `per_query: {qid: {name: value}}`.
+    pub fn to_json(&self, per_query: bool) -> Result<String> {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            means: MetricValues<'a>,
+            num_queries: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            per_query: Option<BTreeMap<&'a str, MetricValues<'a>>>,
+        }
+        let per_query = per_query.then(|| {
+            self.per_query
+                .iter()
+                .map(|(q, v)| {
+                    (
+                        q.as_str(),
+                        MetricValues {
+                            metrics: &self.metrics,
+                            values: v,
+                        },
+                    )
+                })
+                .collect()
+        });
+        Ok(serde_json::to_string_pretty(&Json {
+            means: self.means(),
+            num_queries: self.num_queries,
+            per_query,
+        })?)
+    }
+
     /// The means as an ordered `{name: value}` map that serialises in measure order.
     pub fn means(&self) -> MetricValues<'_> {
         MetricValues {
@@ -388,10 +433,15 @@ impl Serialize for MetricValues<'_> {
 /// Queries only in the run are ignored. Queries only in the qrels are ignored too,
 /// unless `complete` is set: then they count as 0 in every mean (trec_eval `-c`).
 /// A document retrieved twice for one query is an error, as in trec_eval.
-pub fn evaluate(run: &Run, qrels: &Qrels, cfg: &MetricConfig, complete: bool) -> Result<Evaluation> {
+pub fn evaluate(
+    run: &Run,
+    qrels: &Qrels,
+    cfg: &MetricConfig,
+    complete: bool,
+) -> Result<Evaluation> {
     cfg.validate()?;
     let metrics = cfg.metrics();
-    let pairs: Vec<(&str, &[(String, f64)], &HashMap<String, i64>)> = qrels
+    let pairs: Vec<_> = qrels
         .queries
         .iter()
         .filter_map(|(q, j)| run.get(q).map(|r| (q.as_str(), r, j)))
@@ -412,7 +462,11 @@ pub fn evaluate(run: &Run, qrels: &Qrels, cfg: &MetricConfig, complete: bool) ->
             Ok((q.to_owned(), evaluate_query(retrieved, judged, cfg)))
         })
         .collect::<Result<Vec<_>>>()?;
-    let num_queries = if complete { qrels.len() } else { per_query.len() };
+    let num_queries = if complete {
+        qrels.len()
+    } else {
+        per_query.len()
+    };
     let mut mean = vec![0.0; metrics.len()];
     for (_, v) in &per_query {
         for (m, x) in mean.iter_mut().zip(v) {

@@ -74,7 +74,9 @@ pub fn evaluate_pairs(
     let t2i_rank: Vec<usize> = (0..txt.rows())
         .into_par_iter()
         .map(|t| {
-            let s: Vec<f32> = (0..img.rows()).map(|i| dot(txt.row(t), img.row(i))).collect();
+            let s: Vec<f32> = (0..img.rows())
+                .map(|i| dot(txt.row(t), img.row(i)))
+                .collect();
             let own = owner[t];
             s.iter()
                 .enumerate()
@@ -90,14 +92,18 @@ pub fn evaluate_pairs(
     let i2t_rank: Vec<usize> = (0..img.rows())
         .into_par_iter()
         .map(|i| {
-            let s: Vec<f32> = (0..txt.rows()).map(|t| dot(img.row(i), txt.row(t))).collect();
+            let s: Vec<f32> = (0..txt.rows())
+                .map(|t| dot(img.row(i), txt.row(t)))
+                .collect();
             let better = |a: usize, b: usize| s[a] > s[b] || (s[a] == s[b] && a < b);
             let best = captions_of[i]
                 .iter()
                 .copied()
                 .reduce(|a, b| if better(b, a) { b } else { a })
                 .unwrap_or(0);
-            (0..txt.rows()).filter(|&t| t != best && better(t, best)).count()
+            (0..txt.rows())
+                .filter(|&t| t != best && better(t, best))
+                .count()
         })
         .collect();
     let recall = |ranks: &[usize], k: usize| {

@@ -9,7 +9,12 @@ use crate::metrics::{Evaluation, Metric};
 pub fn metrics_table(eval: &Evaluation) -> String {
     let mut cutoffs: Vec<usize> = Vec::new();
     for m in &eval.metrics {
-        if let Metric::Ndcg(k) | Metric::Map(k) | Metric::Recall(k) | Metric::Precision(k) | Metric::Mrr(k) = m {
+        if let Metric::Ndcg(k)
+        | Metric::Map(k)
+        | Metric::Recall(k)
+        | Metric::Precision(k)
+        | Metric::Mrr(k) = m
+        {
             if !cutoffs.contains(k) {
                 cutoffs.push(*k);
             }

@@ -91,9 +91,7 @@ struct Hit {
 impl Hit {
     /// `Greater` = ranks higher: larger score, then larger tie rank.
     fn rank_cmp(&self, o: &Hit) -> Ordering {
-        self.score
-            .total_cmp(&o.score)
-            .then(self.tie.cmp(&o.tie))
+        self.score.total_cmp(&o.score).then(self.tie.cmp(&o.tie))
     }
 }
 
@@ -140,7 +138,9 @@ pub fn top_k(
     }
     if let Some(t) = tie_rank {
         if t.len() != docs.rows {
-            return Err(EvalError::Config("tie_rank length != number of documents".into()));
+            return Err(EvalError::Config(
+                "tie_rank length != number of documents".into(),
+            ));
         }
     }
     if docs.rows > u32::MAX as usize {
@@ -151,8 +151,10 @@ pub fn top_k(
     let out = qidx
         .par_chunks(QUERY_BLOCK)
         .flat_map_iter(|block| {
-            let mut heaps: Vec<BinaryHeap<Hit>> =
-                block.iter().map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+            let mut heaps: Vec<BinaryHeap<Hit>> = block
+                .iter()
+                .map(|_| BinaryHeap::with_capacity(k + 1))
+                .collect();
             let mut start = 0;
             while start < docs.rows {
                 let end = (start + DOC_BLOCK).min(docs.rows);

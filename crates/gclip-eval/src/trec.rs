@@ -12,7 +12,10 @@ use crate::metrics::{Qrels, Run};
 
 fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, std::io::Result<String>)>> {
     let f = File::open(path).map_err(io_err(path))?;
-    Ok(BufReader::new(f).lines().enumerate().map(|(i, l)| (i + 1, l)))
+    Ok(BufReader::new(f)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l)))
 }
 
 fn format_err(path: &Path, line: usize, msg: impl Into<String>) -> EvalError {
@@ -36,7 +39,10 @@ pub fn read_run(path: &Path) -> Result<Run> {
             return Err(format_err(
                 path,
                 no,
-                format!("expected 6 fields `qid Q0 docno rank score tag`, found {}", f.len()),
+                format!(
+                    "expected 6 fields `qid Q0 docno rank score tag`, found {}",
+                    f.len()
+                ),
             ));
         }
         let score: f64 = f[4]
@@ -63,12 +69,15 @@ pub fn read_qrels(path: &Path) -> Result<Qrels> {
             return Err(format_err(
                 path,
                 no,
-                format!("expected 4 fields `qid iter docno relevance`, found {}", f.len()),
+                format!(
+                    "expected 4 fields `qid iter docno relevance`, found {}",
+                    f.len()
+                ),
             ));
         }
-        let rel: i64 = f[3].parse().map_err(|_| {
-            format_err(path, no, format!("relevance {:?} is not an integer", f[3]))
-        })?;
+        let rel: i64 = f[3]
+            .parse()
+            .map_err(|_| format_err(path, no, format!("relevance {:?} is not an integer", f[3])))?;
         qrels
             .insert(f[0], f[2], rel)
             .map_err(|e| format_err(path, no, e.to_string()))?;

@@ -123,7 +123,9 @@ pub fn evaluate_zero_shot(
     batch: usize,
 ) -> Result<ZeroShotReport> {
     if class_names.is_empty() || images.is_empty() {
-        return Err(EvalError::Config("zero-shot needs at least one class and one image".into()));
+        return Err(EvalError::Config(
+            "zero-shot needs at least one class and one image".into(),
+        ));
     }
     if let Some((p, l)) = images.iter().find(|(_, l)| *l >= class_names.len()) {
         return Err(EvalError::Config(format!(
@@ -188,10 +190,18 @@ pub fn evaluate_zero_shot(
     })
 }
 
+/// A folder-per-class image set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageFolder {
+    /// Class folder names, sorted.
+    pub classes: Vec<String>,
+    /// (image path, index into `classes`).
+    pub images: Vec<(PathBuf, usize)>,
+}
+
 /// Reads a folder-per-class dataset: every sub-folder of `dir` (sorted by name) is a
 /// class, every image file inside it (recursively, sorted) an example.
-/// Returns (class folder names, (image, class index)).
-pub fn image_folder(dir: &Path) -> Result<(Vec<String>, Vec<(PathBuf, usize)>)> {
+pub fn image_folder(dir: &Path) -> Result<ImageFolder> {
     let mut classes: Vec<(String, PathBuf)> = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
@@ -214,7 +224,10 @@ pub fn image_folder(dir: &Path) -> Result<(Vec<String>, Vec<(PathBuf, usize)>)> 
         files.sort();
         images.extend(files.into_iter().map(|f| (f, i)));
     }
-    Ok((classes.into_iter().map(|(n, _)| n).collect(), images))
+    Ok(ImageFolder {
+        classes: classes.into_iter().map(|(n, _)| n).collect(),
+        images,
+    })
 }
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {

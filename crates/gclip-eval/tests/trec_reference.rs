@@ -48,13 +48,22 @@ fn check_case(case: &str) {
         let exp_mean = expected[mean_key].as_object().unwrap();
         assert_eq!(exp_mean.len(), ev.metrics.len(), "{case}: measure count");
         for (name, v) in exp_mean {
-            let got = ev.mean_of(name).unwrap_or_else(|| panic!("{case}: no {name}"));
+            let got = ev
+                .mean_of(name)
+                .unwrap_or_else(|| panic!("{case}: no {name}"));
             let want = v.as_f64().unwrap();
-            assert!((got - want).abs() < 1e-9, "{case} {mean_key} {name}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{case} {mean_key} {name}: {got} vs {want}"
+            );
             compared += 1;
         }
         let exp_pq = expected["per_query"].as_object().unwrap();
-        assert_eq!(exp_pq.len(), ev.per_query.len(), "{case}: evaluated queries");
+        assert_eq!(
+            exp_pq.len(),
+            ev.per_query.len(),
+            "{case}: evaluated queries"
+        );
         for (q, vals) in &ev.per_query {
             let want = &exp_pq[q];
             for (m, got) in ev.metrics.iter().zip(vals) {

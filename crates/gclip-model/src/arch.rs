@@ -8,23 +8,47 @@ use crate::error::{ModelError, Result};
 
 /// (name, open_clip model config JSON).
 const ARCHS: &[(&str, &str)] = &[
-    ("ViT-B-16-plus-240", include_str!("../archs/ViT-B-16-plus-240.json")),
+    (
+        "ViT-B-16-plus-240",
+        include_str!("../archs/ViT-B-16-plus-240.json"),
+    ),
     ("ViT-B-16-plus", include_str!("../archs/ViT-B-16-plus.json")),
-    ("ViT-B-16-quickgelu", include_str!("../archs/ViT-B-16-quickgelu.json")),
+    (
+        "ViT-B-16-quickgelu",
+        include_str!("../archs/ViT-B-16-quickgelu.json"),
+    ),
     ("ViT-B-16", include_str!("../archs/ViT-B-16.json")),
     ("ViT-B-32-256", include_str!("../archs/ViT-B-32-256.json")),
-    ("ViT-B-32-plus-256", include_str!("../archs/ViT-B-32-plus-256.json")),
-    ("ViT-B-32-quickgelu", include_str!("../archs/ViT-B-32-quickgelu.json")),
+    (
+        "ViT-B-32-plus-256",
+        include_str!("../archs/ViT-B-32-plus-256.json"),
+    ),
+    (
+        "ViT-B-32-quickgelu",
+        include_str!("../archs/ViT-B-32-quickgelu.json"),
+    ),
     ("ViT-B-32", include_str!("../archs/ViT-B-32.json")),
-    ("ViT-H-14-378-quickgelu", include_str!("../archs/ViT-H-14-378-quickgelu.json")),
+    (
+        "ViT-H-14-378-quickgelu",
+        include_str!("../archs/ViT-H-14-378-quickgelu.json"),
+    ),
     ("ViT-H-14-378", include_str!("../archs/ViT-H-14-378.json")),
-    ("ViT-H-14-quickgelu", include_str!("../archs/ViT-H-14-quickgelu.json")),
+    (
+        "ViT-H-14-quickgelu",
+        include_str!("../archs/ViT-H-14-quickgelu.json"),
+    ),
     ("ViT-H-14", include_str!("../archs/ViT-H-14.json")),
     ("ViT-H-16", include_str!("../archs/ViT-H-16.json")),
     ("ViT-L-14-280", include_str!("../archs/ViT-L-14-280.json")),
-    ("ViT-L-14-336-quickgelu", include_str!("../archs/ViT-L-14-336-quickgelu.json")),
+    (
+        "ViT-L-14-336-quickgelu",
+        include_str!("../archs/ViT-L-14-336-quickgelu.json"),
+    ),
     ("ViT-L-14-336", include_str!("../archs/ViT-L-14-336.json")),
-    ("ViT-L-14-quickgelu", include_str!("../archs/ViT-L-14-quickgelu.json")),
+    (
+        "ViT-L-14-quickgelu",
+        include_str!("../archs/ViT-L-14-quickgelu.json"),
+    ),
     ("ViT-L-14", include_str!("../archs/ViT-L-14.json")),
     ("ViT-L-16-320", include_str!("../archs/ViT-L-16-320.json")),
     ("ViT-L-16", include_str!("../archs/ViT-L-16.json")),
@@ -36,7 +60,10 @@ const ARCHS: &[(&str, &str)] = &[
     ("ViT-S-16", include_str!("../archs/ViT-S-16.json")),
     ("ViT-S-32-alt", include_str!("../archs/ViT-S-32-alt.json")),
     ("ViT-S-32", include_str!("../archs/ViT-S-32.json")),
-    ("ViT-bigG-14-quickgelu", include_str!("../archs/ViT-bigG-14-quickgelu.json")),
+    (
+        "ViT-bigG-14-quickgelu",
+        include_str!("../archs/ViT-bigG-14-quickgelu.json"),
+    ),
     ("ViT-bigG-14", include_str!("../archs/ViT-bigG-14.json")),
     ("ViT-e-14", include_str!("../archs/ViT-e-14.json")),
     ("ViT-g-14", include_str!("../archs/ViT-g-14.json")),
@@ -88,8 +115,24 @@ mod tests {
     #[test]
     fn vit_b_32_sizes() {
         let c = by_name("ViT-B-32").unwrap();
-        assert_eq!((c.embed_dim, c.vision.width, c.vision.heads, c.vision.patch_size), (512, 768, 12, 32));
-        assert_eq!((c.text.width, c.text.heads, c.text.context_length, c.text.vocab_size), (512, 8, 77, 49408));
+        assert_eq!(
+            (
+                c.embed_dim,
+                c.vision.width,
+                c.vision.heads,
+                c.vision.patch_size
+            ),
+            (512, 768, 12, 32)
+        );
+        assert_eq!(
+            (
+                c.text.width,
+                c.text.heads,
+                c.text.context_length,
+                c.text.vocab_size
+            ),
+            (512, 8, 77, 49408)
+        );
         assert_eq!(c.vision.mlp_width(), 3072);
         let g = by_name("ViT-bigG-14").unwrap();
         assert_eq!(g.vision.mlp_width(), 8192);
@@ -99,6 +142,9 @@ mod tests {
     #[test]
     fn unknown_arch_lists_known() {
         let e = by_name("ViT-Q-99").unwrap_err().to_string();
-        assert!(e.contains("ViT-Q-99") && e.contains("ViT-B-32") && e.contains("ViT-L-14-quickgelu"), "{e}");
+        assert!(
+            e.contains("ViT-Q-99") && e.contains("ViT-B-32") && e.contains("ViT-L-14-quickgelu"),
+            "{e}"
+        );
     }
 }

@@ -167,11 +167,16 @@ fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
         .ok_or_else(|| ModelError::InvalidConfig(format!("`{what}` must be a JSON object")))
 }
 
-fn get_usize(m: &Map<String, Value>, key: &str, default: Option<usize>, what: &str) -> Result<usize> {
+fn get_usize(
+    m: &Map<String, Value>,
+    key: &str,
+    default: Option<usize>,
+    what: &str,
+) -> Result<usize> {
     match m.get(key) {
-        None | Some(Value::Null) => default.ok_or_else(|| {
-            ModelError::InvalidConfig(format!("`{what}.{key}` is required"))
-        }),
+        None | Some(Value::Null) => {
+            default.ok_or_else(|| ModelError::InvalidConfig(format!("`{what}.{key}` is required")))
+        }
         Some(Value::Array(a)) => {
             // open_clip allows (h, w) pairs; only square ones are supported.
             let vals: Vec<u64> = a.iter().filter_map(Value::as_u64).collect();
@@ -186,10 +191,16 @@ fn get_usize(m: &Map<String, Value>, key: &str, default: Option<usize>, what: &s
         }
         Some(v) => v
             .as_u64()
-            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
             .map(|x| x as usize)
             .ok_or_else(|| {
-                ModelError::InvalidConfig(format!("`{what}.{key}` must be a non-negative integer, got {v}"))
+                ModelError::InvalidConfig(format!(
+                    "`{what}.{key}` must be a non-negative integer, got {v}"
+                ))
             }),
     }
 }
@@ -197,19 +208,18 @@ fn get_usize(m: &Map<String, Value>, key: &str, default: Option<usize>, what: &s
 fn get_f64(m: &Map<String, Value>, key: &str, default: f64, what: &str) -> Result<f64> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| ModelError::InvalidConfig(format!("`{what}.{key}` must be a number, got {v}"))),
+        Some(v) => v.as_f64().ok_or_else(|| {
+            ModelError::InvalidConfig(format!("`{what}.{key}` must be a number, got {v}"))
+        }),
     }
 }
 
 fn get_opt_f64(m: &Map<String, Value>, key: &str, what: &str) -> Result<Option<f64>> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| ModelError::InvalidConfig(format!("`{what}.{key}` must be a number, got {v}"))),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            ModelError::InvalidConfig(format!("`{what}.{key}` must be a number, got {v}"))
+        }),
     }
 }
 
@@ -238,18 +248,28 @@ fn truthy(m: &Map<String, Value>, key: &str) -> bool {
 }
 
 /// Features of open_clip's custom attention block that this implementation lacks.
-const CUSTOM_BLOCK_FLAGS: [&str; 6] =
-    ["qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner", "scale_attn", "scale_fc"];
+const CUSTOM_BLOCK_FLAGS: [&str; 6] = [
+    "qk_norm",
+    "scaled_cosine_attn",
+    "scale_heads",
+    "scale_attn_inner",
+    "scale_attn",
+    "scale_fc",
+];
 
 fn check_common_tower(m: &Map<String, Value>, what: &str) -> Result<f64> {
     for flag in CUSTOM_BLOCK_FLAGS {
         if truthy(m, flag) {
-            return Err(ModelError::Unsupported(format!("`{what}.{flag}` (custom attention block)")));
+            return Err(ModelError::Unsupported(format!(
+                "`{what}.{flag}` (custom attention block)"
+            )));
         }
     }
     if let Some(bt) = get_str(m, "block_type") {
         if bt != "default" {
-            return Err(ModelError::Unsupported(format!("`{what}.block_type` = \"{bt}\"")));
+            return Err(ModelError::Unsupported(format!(
+                "`{what}.block_type` = \"{bt}\""
+            )));
         }
     }
     if truthy(m, "act_kwargs") {
@@ -289,7 +309,9 @@ fn act_from_hf(s: &str, what: &str) -> Result<Activation> {
     match s {
         "quick_gelu" => Ok(Activation::QuickGelu),
         "gelu" => Ok(Activation::Gelu),
-        other => Err(ModelError::Unsupported(format!("`{what}.hidden_act` = \"{other}\""))),
+        other => Err(ModelError::Unsupported(format!(
+            "`{what}.hidden_act` = \"{other}\""
+        ))),
     }
 }
 
@@ -303,12 +325,19 @@ impl ClipConfig {
             None => root,
         };
         if m.contains_key("init_logit_bias") && !m["init_logit_bias"].is_null() {
-            return Err(ModelError::Unsupported("`init_logit_bias` (SigLIP models)".into()));
+            return Err(ModelError::Unsupported(
+                "`init_logit_bias` (SigLIP models)".into(),
+            ));
         }
         let embed_dim = get_usize(m, "embed_dim", None, "model_cfg")?;
         let quick_gelu = get_bool(m, "quick_gelu", false);
-        let activation = if quick_gelu { Activation::QuickGelu } else { Activation::Gelu };
-        let logit_scale_init = get_f64(m, "init_logit_scale", DEFAULT_LOGIT_SCALE_INIT, "model_cfg")?;
+        let activation = if quick_gelu {
+            Activation::QuickGelu
+        } else {
+            Activation::Gelu
+        };
+        let logit_scale_init =
+            get_f64(m, "init_logit_scale", DEFAULT_LOGIT_SCALE_INIT, "model_cfg")?;
 
         // Vision tower.
         let empty = Map::new();
@@ -324,15 +353,21 @@ impl ClipConfig {
             )));
         }
         if truthy(vm, "attentional_pool") {
-            return Err(ModelError::Unsupported("`vision_cfg.attentional_pool`".into()));
+            return Err(ModelError::Unsupported(
+                "`vision_cfg.attentional_pool`".into(),
+            ));
         }
         if matches!(vm.get("layers"), Some(Value::Array(_))) {
-            return Err(ModelError::Unsupported("ModifiedResNet vision tower (`vision_cfg.layers` is a list)".into()));
+            return Err(ModelError::Unsupported(
+                "ModifiedResNet vision tower (`vision_cfg.layers` is a list)".into(),
+            ));
         }
         if let Some(p) = get_str(vm, "pos_embed_type") {
             // sin_cos_2d embeddings are stored in the state dict like learnable ones.
             if p != "learnable" && p != "sin_cos_2d" {
-                return Err(ModelError::Unsupported(format!("`vision_cfg.pos_embed_type` = \"{p}\"")));
+                return Err(ModelError::Unsupported(format!(
+                    "`vision_cfg.pos_embed_type` = \"{p}\""
+                )));
             }
         }
         let v_eps = check_common_tower(vm, w)?;
@@ -340,7 +375,11 @@ impl ClipConfig {
         let pool = match get_str(vm, "pool_type").unwrap_or("tok") {
             "tok" => VisionPool::Tok,
             "avg" => VisionPool::Avg,
-            other => return Err(ModelError::Unsupported(format!("`vision_cfg.pool_type` = \"{other}\""))),
+            other => {
+                return Err(ModelError::Unsupported(format!(
+                    "`vision_cfg.pool_type` = \"{other}\""
+                )))
+            }
         };
         let vision = VisionConfig {
             image_size: get_usize(vm, "image_size", Some(224), w)?,
@@ -370,10 +409,15 @@ impl ClipConfig {
             )));
         }
         if get_bool(tm, "embed_cls", false) {
-            return Err(ModelError::Unsupported("`text_cfg.embed_cls` (CoCa text tower)".into()));
+            return Err(ModelError::Unsupported(
+                "`text_cfg.embed_cls` (CoCa text tower)".into(),
+            ));
         }
         if get_str(tm, "proj_type").is_some_and(|p| p != "linear") {
-            return Err(ModelError::Unsupported(format!("`text_cfg.proj_type` = {}", tm["proj_type"])));
+            return Err(ModelError::Unsupported(format!(
+                "`text_cfg.proj_type` = {}",
+                tm["proj_type"]
+            )));
         }
         let t_eps = check_common_tower(tm, w)?;
         let pool = match get_str(tm, "pool_type").unwrap_or("argmax") {
@@ -381,10 +425,18 @@ impl ClipConfig {
             "first" => TextPool::First,
             "last" => TextPool::Last,
             "eos" => TextPool::Eos,
-            other => return Err(ModelError::Unsupported(format!("`text_cfg.pool_type` = \"{other}\""))),
+            other => {
+                return Err(ModelError::Unsupported(format!(
+                    "`text_cfg.pool_type` = \"{other}\""
+                )))
+            }
         };
         let vocab_size = get_usize(tm, "vocab_size", Some(49408), w)?;
-        let default_eos = if pool == TextPool::Eos { 2 } else { vocab_size.saturating_sub(1) };
+        let default_eos = if pool == TextPool::Eos {
+            2
+        } else {
+            vocab_size.saturating_sub(1)
+        };
         let text = TextConfig {
             context_length: get_usize(tm, "context_length", Some(77), w)?,
             vocab_size,
@@ -402,7 +454,12 @@ impl ClipConfig {
             proj_bias: get_bool(tm, "proj_bias", false),
             layer_norm_eps: t_eps,
         };
-        let cfg = ClipConfig { embed_dim, vision, text, logit_scale_init };
+        let cfg = ClipConfig {
+            embed_dim,
+            vision,
+            text,
+            logit_scale_init,
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -432,7 +489,9 @@ impl ClipConfig {
         let w = "vision_config";
         let channels = get_usize(vm, "num_channels", Some(3), w)?;
         if channels != 3 {
-            return Err(ModelError::Unsupported(format!("`vision_config.num_channels` = {channels}")));
+            return Err(ModelError::Unsupported(format!(
+                "`vision_config.num_channels` = {channels}"
+            )));
         }
         let v_width = get_usize(vm, "hidden_size", Some(768), w)?;
         let v_inter = get_usize(vm, "intermediate_size", Some(3072), w)?;
@@ -465,7 +524,11 @@ impl ClipConfig {
             activation: act_from_hf(get_str(tm, "hidden_act").unwrap_or("quick_gelu"), w)?,
             ls_init_value: None,
             // transformers keeps argmax pooling for legacy configs whose eos id is 2.
-            pool: if eos == 2 { TextPool::Argmax } else { TextPool::Eos },
+            pool: if eos == 2 {
+                TextPool::Argmax
+            } else {
+                TextPool::Eos
+            },
             eos_token_id: eos,
             bos_token_id: get_usize(tm, "bos_token_id", Some(49406), w)? as u32,
             pad_token_id: get_usize(tm, "pad_token_id", Some(1), w)? as u32,
@@ -473,7 +536,12 @@ impl ClipConfig {
             proj_bias: false,
             layer_norm_eps: get_f64(tm, "layer_norm_eps", DEFAULT_LAYER_NORM_EPS, w)?,
         };
-        let cfg = ClipConfig { embed_dim, vision, text, logit_scale_init };
+        let cfg = ClipConfig {
+            embed_dim,
+            vision,
+            text,
+            logit_scale_init,
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -494,7 +562,9 @@ impl ClipConfig {
         }
         for (name, width, heads) in [("vision", v.width, v.heads), ("text", t.width, t.heads)] {
             if width == 0 || heads == 0 || width % heads != 0 {
-                return bad(format!("{name} width {width} is not divisible by heads {heads}"));
+                return bad(format!(
+                    "{name} width {width} is not divisible by heads {heads}"
+                ));
             }
         }
         if v.mlp_width() == 0 || t.mlp_width() == 0 {
@@ -591,7 +661,11 @@ impl ClipConfig {
     pub fn to_hf_json(&self) -> Result<Value> {
         let v = &self.vision;
         let t = &self.text;
-        let unsupported = |what: &str| Err(ModelError::Unsupported(format!("{what} cannot be expressed in a Hugging Face CLIP config")));
+        let unsupported = |what: &str| {
+            Err(ModelError::Unsupported(format!(
+                "{what} cannot be expressed in a Hugging Face CLIP config"
+            )))
+        };
         if v.ls_init_value.is_some() || t.ls_init_value.is_some() {
             return unsupported("layer scale (ls_init_value)");
         }

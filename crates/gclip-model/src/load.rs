@@ -38,7 +38,10 @@ pub struct LoadOptions {
 impl LoadOptions {
     /// Options naming an architecture.
     pub fn with_arch(arch: impl Into<String>) -> Self {
-        Self { arch: Some(arch.into()), config: None }
+        Self {
+            arch: Some(arch.into()),
+            config: None,
+        }
     }
 }
 
@@ -66,11 +69,17 @@ const HF_PREPROCESS: &str = "preprocessor_config.json";
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })
+    serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn unrecognised(path: &Path, reason: impl Into<String>) -> ModelError {
-    ModelError::UnrecognisedPath { path: path.to_path_buf(), reason: reason.into() }
+    ModelError::UnrecognisedPath {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 /// Config from the options, if they specify one.
@@ -96,7 +105,10 @@ fn config_from_opts(opts: &LoadOptions) -> Result<Option<ClipConfig>> {
 pub fn load_weights(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
     if path.is_dir() {
         let oc_cfg = path.join(OC_CONFIG);
-        let oc_file = OC_WEIGHTS.iter().map(|f| path.join(f)).find(|p| p.is_file());
+        let oc_file = OC_WEIGHTS
+            .iter()
+            .map(|f| path.join(f))
+            .find(|p| p.is_file());
         if let (true, Some(file)) = (oc_cfg.is_file(), oc_file) {
             return load_open_clip(path, &oc_cfg, &file, opts);
         }
@@ -104,12 +116,18 @@ pub fn load_weights(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
         if hf_cfg.is_file() {
             let files = hf_weight_files(path)?;
             if files.is_empty() {
-                return Err(unrecognised(path, format!("has config.json but none of {HF_WEIGHTS:?} / {HF_INDEX}")));
+                return Err(unrecognised(
+                    path,
+                    format!("has config.json but none of {HF_WEIGHTS:?} / {HF_INDEX}"),
+                ));
             }
             return load_hf(path, &hf_cfg, &files, opts);
         }
         if oc_cfg.is_file() {
-            return Err(unrecognised(path, format!("has {OC_CONFIG} but none of {OC_WEIGHTS:?}")));
+            return Err(unrecognised(
+                path,
+                format!("has {OC_CONFIG} but none of {OC_WEIGHTS:?}"),
+            ));
         }
         return Err(unrecognised(
             path,
@@ -143,31 +161,66 @@ pub fn load_weights(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
     };
     let raw = read_tensor_files(&[path.to_path_buf()])?;
     let weights = canonicalise(raw, &config)?;
-    Ok(LoadedWeights { config, weights, layout: Layout::Bare, dir: parent, preprocess: None })
+    Ok(LoadedWeights {
+        config,
+        weights,
+        layout: Layout::Bare,
+        dir: parent,
+        preprocess: None,
+    })
 }
 
-fn load_open_clip(dir: &Path, cfg_path: &Path, file: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
+fn load_open_clip(
+    dir: &Path,
+    cfg_path: &Path,
+    file: &Path,
+    opts: &LoadOptions,
+) -> Result<LoadedWeights> {
     let cfg_json = read_json(cfg_path)?;
     let config = match config_from_opts(opts)? {
         Some(c) => c,
         None => ClipConfig::from_open_clip_json(&cfg_json)?,
     };
-    let preprocess = cfg_json.get("preprocess_cfg").filter(|v| !v.is_null()).cloned();
+    let preprocess = cfg_json
+        .get("preprocess_cfg")
+        .filter(|v| !v.is_null())
+        .cloned();
     let raw = read_tensor_files(&[file.to_path_buf()])?;
     let weights = canonicalise(raw, &config)?;
-    Ok(LoadedWeights { config, weights, layout: Layout::OpenClip, dir: Some(dir.to_path_buf()), preprocess })
+    Ok(LoadedWeights {
+        config,
+        weights,
+        layout: Layout::OpenClip,
+        dir: Some(dir.to_path_buf()),
+        preprocess,
+    })
 }
 
-fn load_hf(dir: &Path, cfg_path: &Path, files: &[PathBuf], opts: &LoadOptions) -> Result<LoadedWeights> {
+fn load_hf(
+    dir: &Path,
+    cfg_path: &Path,
+    files: &[PathBuf],
+    opts: &LoadOptions,
+) -> Result<LoadedWeights> {
     let config = match config_from_opts(opts)? {
         Some(c) => c,
         None => ClipConfig::from_hf_json(&read_json(cfg_path)?)?,
     };
     let pre = dir.join(HF_PREPROCESS);
-    let preprocess = if pre.is_file() { Some(read_json(&pre)?) } else { None };
+    let preprocess = if pre.is_file() {
+        Some(read_json(&pre)?)
+    } else {
+        None
+    };
     let raw = read_tensor_files(files)?;
     let weights = canonicalise(raw, &config)?;
-    Ok(LoadedWeights { config, weights, layout: Layout::Hf, dir: Some(dir.to_path_buf()), preprocess })
+    Ok(LoadedWeights {
+        config,
+        weights,
+        layout: Layout::Hf,
+        dir: Some(dir.to_path_buf()),
+        preprocess,
+    })
 }
 
 fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -178,10 +231,17 @@ fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join(HF_INDEX);
     if index.is_file() {
         let v = read_json(&index)?;
-        let map = v.get("weight_map").and_then(Value::as_object).ok_or_else(|| {
-            ModelError::InvalidConfig(format!("{}: no `weight_map` object", index.display()))
-        })?;
-        let mut files: Vec<PathBuf> = map.values().filter_map(Value::as_str).map(|f| dir.join(f)).collect();
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                ModelError::InvalidConfig(format!("{}: no `weight_map` object", index.display()))
+            })?;
+        let mut files: Vec<PathBuf> = map
+            .values()
+            .filter_map(Value::as_str)
+            .map(|f| dir.join(f))
+            .collect();
         files.sort();
         files.dedup();
         return Ok(files);
@@ -241,7 +301,10 @@ fn sniff(path: &Path) -> Result<Format> {
             "legacy (non-zip) PyTorch pickle; re-save it with torch.save (PyTorch >= 1.6) or as safetensors",
         ));
     }
-    Err(unrecognised(path, "neither a safetensors file nor a PyTorch zip checkpoint"))
+    Err(unrecognised(
+        path,
+        "neither a safetensors file nor a PyTorch zip checkpoint",
+    ))
 }
 
 /// Reads all tensors of the given files. Safetensors are memory-mapped; PyTorch zips are

@@ -8,7 +8,7 @@ use candle_nn::{Linear, VarBuilder};
 
 use crate::config::{Activation, ClipConfig, TextPool, VisionPool};
 use crate::error::{ModelError, Result};
-use crate::load::{load_weights, LoadOptions, Layout};
+use crate::load::{load_weights, Layout, LoadOptions};
 use crate::weights::{expected_shapes, Weights};
 
 /// Layer norm over the last dimension: (x - mean) / sqrt(var + eps) * w + b.
@@ -21,7 +21,11 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn new(width: usize, eps: f64, vb: &VarBuilder) -> Result<Self> {
-        Ok(Self { weight: vb.get(width, "weight")?, bias: vb.get(width, "bias")?, eps })
+        Ok(Self {
+            weight: vb.get(width, "weight")?,
+            bias: vb.get(width, "bias")?,
+            eps,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -29,7 +33,10 @@ impl LayerNorm {
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let inv_std = (var + self.eps)?.sqrt()?.recip()?;
-        Ok(xc.broadcast_mul(&inv_std)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+        Ok(xc
+            .broadcast_mul(&inv_std)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
     }
 }
 
@@ -51,7 +58,10 @@ fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
 }
 
 fn linear(in_dim: usize, out_dim: usize, vb: &VarBuilder) -> Result<Linear> {
-    Ok(Linear::new(vb.get((out_dim, in_dim), "weight")?, Some(vb.get(out_dim, "bias")?)))
+    Ok(Linear::new(
+        vb.get((out_dim, in_dim), "weight")?,
+        Some(vb.get(out_dim, "bias")?),
+    ))
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +77,11 @@ impl Attention {
             vb.get((3 * width, width), "in_proj_weight")?,
             Some(vb.get(3 * width, "in_proj_bias")?),
         );
-        Ok(Self { in_proj, out_proj: linear(width, width, &vb.pp("out_proj"))?, heads })
+        Ok(Self {
+            in_proj,
+            out_proj: linear(width, width, &vb.pp("out_proj"))?,
+            heads,
+        })
     }
 
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
@@ -75,7 +89,11 @@ impl Attention {
         let hd = w / self.heads;
         let qkv = self.in_proj.forward(x)?;
         let split = |i: usize| -> Result<Tensor> {
-            Ok(qkv.narrow(2, i * w, w)?.reshape((b, l, self.heads, hd))?.transpose(1, 2)?.contiguous()?)
+            Ok(qkv
+                .narrow(2, i * w, w)?
+                .reshape((b, l, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         let q = (split(0)? * (hd as f64).powf(-0.5))?;
         let k = split(1)?;
@@ -194,7 +212,11 @@ impl ClipModel {
             patch_weight: conv.reshape((v.width, 3 * v.patch_size * v.patch_size))?,
             class_embedding: vv.get(v.width, "class_embedding")?,
             positional_embedding: vv.get((v.num_positions(), v.width), "positional_embedding")?,
-            ln_pre: if v.no_ln_pre { None } else { Some(LayerNorm::new(v.width, v.layer_norm_eps, &vv.pp("ln_pre"))?) },
+            ln_pre: if v.no_ln_pre {
+                None
+            } else {
+                Some(LayerNorm::new(v.width, v.layer_norm_eps, &vv.pp("ln_pre"))?)
+            },
             blocks: (0..v.layers)
                 .map(|i| {
                     Block::new(
@@ -241,7 +263,15 @@ impl ClipModel {
         for (key, shape) in expected_shapes(&cfg) {
             weights.insert(key.clone(), vb.get(shape, &key)?);
         }
-        Ok(Self { device: vb.device().clone(), dtype: vb.dtype(), cfg, vision, text, logit_scale, weights })
+        Ok(Self {
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+            cfg,
+            vision,
+            text,
+            logit_scale,
+            weights,
+        })
     }
 
     /// Loads a checkpoint (see [`load_weights`] for the layouts) onto the CPU in f32.
@@ -278,11 +308,20 @@ impl ClipModel {
 
     /// `exp(logit_scale)`: the factor applied to cosine similarities.
     pub fn logit_scale_exp(&self) -> Result<f32> {
-        Ok(self.logit_scale.to_dtype(DType::F32)?.exp()?.to_scalar::<f32>()?)
+        Ok(self
+            .logit_scale
+            .to_dtype(DType::F32)?
+            .exp()?
+            .to_scalar::<f32>()?)
     }
 
     /// Saves the parameters in `layout` (see [`crate::save`]).
-    pub fn save(&self, dir: &Path, layout: Layout, preprocess: Option<&serde_json::Value>) -> Result<()> {
+    pub fn save(
+        &self,
+        dir: &Path,
+        layout: Layout,
+        preprocess: Option<&serde_json::Value>,
+    ) -> Result<()> {
         crate::save::save(&self.weights, &self.cfg, dir, layout, preprocess)
     }
 
@@ -306,8 +345,13 @@ impl ClipModel {
             .permute(vec![0, 2, 4, 1, 3, 5])?
             .reshape((n, g * g, 3 * p * p))?;
         let x = patches.broadcast_matmul(&self.vision.patch_weight.t()?)?;
-        let cls = self.vision.class_embedding.reshape((1, 1, w))?.broadcast_as((n, 1, w))?;
-        let mut x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.vision.positional_embedding)?;
+        let cls = self
+            .vision
+            .class_embedding
+            .reshape((1, 1, w))?
+            .broadcast_as((n, 1, w))?;
+        let mut x =
+            Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.vision.positional_embedding)?;
         if let Some(ln) = &self.vision.ln_pre {
             x = ln.forward(&x)?;
         }
@@ -317,10 +361,15 @@ impl ClipModel {
         let pooled = match v.pool {
             // Layer norm is per token, so normalising only the class token is identical.
             VisionPool::Tok => self.vision.ln_post.forward(&x.i((.., 0))?)?,
-            VisionPool::Avg if v.final_ln_after_pool => {
-                self.vision.ln_post.forward(&x.narrow(1, 1, g * g)?.mean(1)?)?
-            }
-            VisionPool::Avg => self.vision.ln_post.forward(&x.narrow(1, 1, g * g)?)?.mean(1)?,
+            VisionPool::Avg if v.final_ln_after_pool => self
+                .vision
+                .ln_post
+                .forward(&x.narrow(1, 1, g * g)?.mean(1)?)?,
+            VisionPool::Avg => self
+                .vision
+                .ln_post
+                .forward(&x.narrow(1, 1, g * g)?)?
+                .mean(1)?,
         };
         Ok(pooled.matmul(&self.vision.proj)?)
     }
@@ -338,27 +387,49 @@ impl ClipModel {
                 t.context_length
             )));
         }
-        let host: Vec<Vec<u32>> = ids.to_device(&Device::Cpu)?.to_dtype(DType::U32)?.to_vec2()?;
+        let host: Vec<Vec<u32>> = ids
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::U32)?
+            .to_vec2()?;
         if let Some(bad) = host.iter().flatten().find(|&&x| x as usize >= t.vocab_size) {
             return Err(ModelError::InvalidInput(format!(
                 "token id {bad} out of range for vocab_size {}",
                 t.vocab_size
             )));
         }
-        let pos: Vec<usize> = host.iter().map(|row| pool_position(row, t.pool, t.eos_token_id)).collect();
+        let pos: Vec<usize> = host
+            .iter()
+            .map(|row| pool_position(row, t.pool, t.eos_token_id))
+            .collect();
         // With a causal mask, the pooled state never depends on later tokens, so the
         // sequence can stop after the furthest pooled position.
-        let len = if t.causal { pos.iter().max().map_or(l, |m| m + 1) } else { l };
+        let len = if t.causal {
+            pos.iter().max().map_or(l, |m| m + 1)
+        } else {
+            l
+        };
         let flat: Vec<u32> = host.iter().flat_map(|r| r[..len].iter().copied()).collect();
         let flat = Tensor::from_vec(flat, n * len, &self.device)?;
         let w = t.width;
-        let x = self.text.token_embedding.index_select(&flat, 0)?.reshape((n, len, w))?;
+        let x = self
+            .text
+            .token_embedding
+            .index_select(&flat, 0)?
+            .reshape((n, len, w))?;
         let mut x = x.broadcast_add(&self.text.positional_embedding.narrow(0, 0, len)?)?;
-        let mask = if t.causal { Some(causal_mask(len, &self.device, self.dtype)?) } else { None };
+        let mask = if t.causal {
+            Some(causal_mask(len, &self.device, self.dtype)?)
+        } else {
+            None
+        };
         for b in &self.text.blocks {
             x = b.forward(&x, mask.as_ref())?;
         }
-        let rows: Vec<u32> = pos.iter().enumerate().map(|(i, &p)| (i * len + p) as u32).collect();
+        let rows: Vec<u32> = pos
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (i * len + p) as u32)
+            .collect();
         let rows = Tensor::from_vec(rows, n, &self.device)?;
         let pooled = x.reshape((n * len, w))?.index_select(&rows, 0)?;
         let pooled = self.text.ln_final.forward(&pooled)?;
@@ -391,11 +462,18 @@ pub fn pool_position(row: &[u32], pool: TextPool, eos: u32) -> usize {
         TextPool::First => 0,
         TextPool::Last => row.len().saturating_sub(1),
         // First maximal id, as torch.argmax returns.
-        TextPool::Argmax => row
-            .iter()
-            .enumerate()
-            .fold((0usize, 0u32), |(bi, bv), (i, &v)| if v > bv || i == 0 { (i, v) } else { (bi, bv) })
-            .0,
+        TextPool::Argmax => {
+            row.iter()
+                .enumerate()
+                .fold((0usize, 0u32), |(bi, bv), (i, &v)| {
+                    if v > bv || i == 0 {
+                        (i, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0
+        }
         TextPool::Eos => row.iter().position(|&x| x == eos).unwrap_or(0),
     }
 }

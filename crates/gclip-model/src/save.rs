@@ -24,7 +24,13 @@ const OPENAI_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 /// (as in [`crate::LoadedWeights::preprocess`]); it is translated to the target layout. Without
 /// it the OpenAI mean/std and bicubic shortest-side resize are written. [`Layout::Bare`] is
 /// rejected (it has no config to write).
-pub fn save(weights: &Weights, cfg: &ClipConfig, dir: &Path, layout: Layout, preprocess: Option<&Value>) -> Result<()> {
+pub fn save(
+    weights: &Weights,
+    cfg: &ClipConfig,
+    dir: &Path,
+    layout: Layout,
+    preprocess: Option<&Value>,
+) -> Result<()> {
     weights.check(cfg)?;
     let (mean, std) = mean_std(preprocess);
     match layout {
@@ -43,7 +49,10 @@ pub fn save(weights: &Weights, cfg: &ClipConfig, dir: &Path, layout: Layout, pre
                 }),
             };
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-            write_json(&dir.join("open_clip_config.json"), &json!({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}))?;
+            write_json(
+                &dir.join("open_clip_config.json"),
+                &json!({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}),
+            )?;
             write_safetensors(&dir.join("open_clip_model.safetensors"), weights.as_map())
         }
         Layout::Hf => {
@@ -84,11 +93,17 @@ fn mean_std(pre: Option<&Value>) -> (Vec<f64>, Vec<f64>) {
     let p = pre;
     let mean = triple(p.and_then(|p| p.get("mean").or_else(|| p.get("image_mean"))));
     let std = triple(p.and_then(|p| p.get("std").or_else(|| p.get("image_std"))));
-    (mean.unwrap_or_else(|| OPENAI_MEAN.to_vec()), std.unwrap_or_else(|| OPENAI_STD.to_vec()))
+    (
+        mean.unwrap_or_else(|| OPENAI_MEAN.to_vec()),
+        std.unwrap_or_else(|| OPENAI_STD.to_vec()),
+    )
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(v).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })?;
+    let text = serde_json::to_string_pretty(v).map_err(|source| ModelError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
     std::fs::write(path, text + "\n").map_err(io_err(path))
 }
 
@@ -120,11 +135,18 @@ pub(crate) fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>)
         let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
         let data = t.flatten_all()?.to_vec1::<f32>()?;
         let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        views.push((k.clone(), F32View { shape: t.dims().to_vec(), bytes }));
+        views.push((
+            k.clone(),
+            F32View {
+                shape: t.dims().to_vec(),
+                bytes,
+            },
+        ));
     }
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let refs = views.iter().map(|(k, v)| (k.as_str(), v));
-    safetensors::serialize_to_file(refs, &Some(meta), path).map_err(|e| {
-        ModelError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+    safetensors::serialize_to_file(refs, Some(meta), path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
     })
 }

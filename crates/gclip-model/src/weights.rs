@@ -81,8 +81,11 @@ impl Weights {
     /// A `VarBuilder` over these tensors (for [`crate::ClipModel::new`]); tensors are moved to
     /// `device` and cast to `dtype` on access.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> candle_nn::VarBuilder<'static> {
-        let map: HashMap<String, Tensor> =
-            self.tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let map: HashMap<String, Tensor> = self
+            .tensors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         candle_nn::VarBuilder::from_tensors(map, dtype, device)
     }
 
@@ -108,7 +111,10 @@ impl Weights {
         })?;
         let mut tensors = BTreeMap::new();
         for (k, v) in data.iter() {
-            let t = v.as_tensor().to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+            let t = v
+                .as_tensor()
+                .to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?;
             tensors.insert(k.clone(), t.copy()?);
         }
         Ok(Self { tensors })
@@ -132,12 +138,20 @@ impl Weights {
                 let fc = (2.0 * w).powf(-0.5);
                 (attn, proj, fc)
             };
-            let (width, layers) = if key.starts_with("visual.") { (v.width, v.layers) } else { (t.width, t.layers) };
+            let (width, layers) = if key.starts_with("visual.") {
+                (v.width, v.layers)
+            } else {
+                (t.width, t.layers)
+            };
             let (attn_std, proj_std, fc_std) = std_for(width, layers);
             let data: Vec<f32> = if key == "logit_scale" {
                 vec![cfg.logit_scale_init as f32]
             } else if key.ends_with("gamma") {
-                let ls = if key.starts_with("visual.") { v.ls_init_value } else { t.ls_init_value };
+                let ls = if key.starts_with("visual.") {
+                    v.ls_init_value
+                } else {
+                    t.ls_init_value
+                };
                 vec![ls.unwrap_or(1e-5) as f32; n]
             } else if key.contains("ln_") && key.ends_with(".weight") {
                 vec![1.0; n]
@@ -148,14 +162,20 @@ impl Weights {
                     "token_embedding.weight" => 0.02,
                     "positional_embedding" => 0.01,
                     "text_projection" | "text_projection.weight" => (t.width as f64).powf(-0.5),
-                    "visual.class_embedding" | "visual.positional_embedding" | "visual.proj" => v_scale,
+                    "visual.class_embedding" | "visual.positional_embedding" | "visual.proj" => {
+                        v_scale
+                    }
                     "visual.conv1.weight" => {
                         // PyTorch's default conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the
                         // std of which is 1/sqrt(3 fan_in).
                         (3.0 * (3 * v.patch_size * v.patch_size) as f64).powf(-0.5)
                     }
                     k if k.ends_with("attn.in_proj_weight") => attn_std,
-                    k if k.ends_with("attn.out_proj.weight") || k.ends_with("mlp.c_proj.weight") => proj_std,
+                    k if k.ends_with("attn.out_proj.weight")
+                        || k.ends_with("mlp.c_proj.weight") =>
+                    {
+                        proj_std
+                    }
                     k if k.ends_with("mlp.c_fc.weight") => fc_std,
                     _ => 0.02,
                 };
@@ -174,7 +194,13 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
-fn block_shapes(prefix: &str, width: usize, mlp: usize, layer_scale: bool, out: &mut Vec<(String, Vec<usize>)>) {
+fn block_shapes(
+    prefix: &str,
+    width: usize,
+    mlp: usize,
+    layer_scale: bool,
+    out: &mut Vec<(String, Vec<usize>)>,
+) {
     let mut push = |name: &str, shape: Vec<usize>| out.push((format!("{prefix}.{name}"), shape));
     push("ln_1.weight", vec![width]);
     push("ln_1.bias", vec![width]);
@@ -201,8 +227,14 @@ pub fn expected_shapes(cfg: &ClipConfig) -> Vec<(String, Vec<usize>)> {
     let e = cfg.embed_dim;
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
     out.push(("visual.class_embedding".into(), vec![v.width]));
-    out.push(("visual.positional_embedding".into(), vec![v.num_positions(), v.width]));
-    out.push(("visual.conv1.weight".into(), vec![v.width, 3, v.patch_size, v.patch_size]));
+    out.push((
+        "visual.positional_embedding".into(),
+        vec![v.num_positions(), v.width],
+    ));
+    out.push((
+        "visual.conv1.weight".into(),
+        vec![v.width, 3, v.patch_size, v.patch_size],
+    ));
     if !v.no_ln_pre {
         out.push(("visual.ln_pre.weight".into(), vec![v.width]));
         out.push(("visual.ln_pre.bias".into(), vec![v.width]));
@@ -221,9 +253,18 @@ pub fn expected_shapes(cfg: &ClipConfig) -> Vec<(String, Vec<usize>)> {
     out.push(("visual.proj".into(), vec![v.width, e]));
 
     out.push(("token_embedding.weight".into(), vec![t.vocab_size, t.width]));
-    out.push(("positional_embedding".into(), vec![t.context_length, t.width]));
+    out.push((
+        "positional_embedding".into(),
+        vec![t.context_length, t.width],
+    ));
     for i in 0..t.layers {
-        block_shapes(&format!("transformer.resblocks.{i}"), t.width, t.mlp_width(), t.ls_init_value.is_some(), &mut out);
+        block_shapes(
+            &format!("transformer.resblocks.{i}"),
+            t.width,
+            t.mlp_width(),
+            t.ls_init_value.is_some(),
+            &mut out,
+        );
     }
     out.push(("ln_final.weight".into(), vec![t.width]));
     out.push(("ln_final.bias".into(), vec![t.width]));
@@ -253,7 +294,11 @@ pub(crate) fn check_against(
     for (key, shape) in &expected {
         match tensors.get(key) {
             None => {
-                return Err(ModelError::MissingTensor { key: key.clone(), expected: shape.clone(), source_key: src(key) })
+                return Err(ModelError::MissingTensor {
+                    key: key.clone(),
+                    expected: shape.clone(),
+                    source_key: src(key),
+                })
             }
             Some(t) => {
                 // A logit_scale stored as [1] is accepted as a scalar.
@@ -301,17 +346,57 @@ const BLOCK_RENAMES: &[(&str, &str)] = &[
 
 /// Whole-key renames (open_clip, HF, transposed).
 const TOP_RENAMES: &[(&str, &str, bool)] = &[
-    ("visual.class_embedding", "vision_model.embeddings.class_embedding", false),
-    ("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight", false),
-    ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight", false),
-    ("visual.ln_pre.weight", "vision_model.pre_layrnorm.weight", false),
-    ("visual.ln_pre.bias", "vision_model.pre_layrnorm.bias", false),
-    ("visual.ln_post.weight", "vision_model.post_layernorm.weight", false),
-    ("visual.ln_post.bias", "vision_model.post_layernorm.bias", false),
+    (
+        "visual.class_embedding",
+        "vision_model.embeddings.class_embedding",
+        false,
+    ),
+    (
+        "visual.conv1.weight",
+        "vision_model.embeddings.patch_embedding.weight",
+        false,
+    ),
+    (
+        "visual.positional_embedding",
+        "vision_model.embeddings.position_embedding.weight",
+        false,
+    ),
+    (
+        "visual.ln_pre.weight",
+        "vision_model.pre_layrnorm.weight",
+        false,
+    ),
+    (
+        "visual.ln_pre.bias",
+        "vision_model.pre_layrnorm.bias",
+        false,
+    ),
+    (
+        "visual.ln_post.weight",
+        "vision_model.post_layernorm.weight",
+        false,
+    ),
+    (
+        "visual.ln_post.bias",
+        "vision_model.post_layernorm.bias",
+        false,
+    ),
     ("visual.proj", "visual_projection.weight", true),
-    ("token_embedding.weight", "text_model.embeddings.token_embedding.weight", false),
-    ("positional_embedding", "text_model.embeddings.position_embedding.weight", false),
-    ("ln_final.weight", "text_model.final_layer_norm.weight", false),
+    (
+        "token_embedding.weight",
+        "text_model.embeddings.token_embedding.weight",
+        false,
+    ),
+    (
+        "positional_embedding",
+        "text_model.embeddings.position_embedding.weight",
+        false,
+    ),
+    (
+        "ln_final.weight",
+        "text_model.final_layer_norm.weight",
+        false,
+    ),
     ("ln_final.bias", "text_model.final_layer_norm.bias", false),
     ("text_projection", "text_projection.weight", true),
     ("logit_scale", "logit_scale", false),
@@ -319,7 +404,11 @@ const TOP_RENAMES: &[(&str, &str, bool)] = &[
 
 /// True when a key set looks like HF `CLIPModel` naming.
 pub(crate) fn is_hf_naming<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
-    keys.any(|k| k.starts_with("text_model.") || k.starts_with("vision_model.") || k == "visual_projection.weight")
+    keys.any(|k| {
+        k.starts_with("text_model.")
+            || k.starts_with("vision_model.")
+            || k == "visual_projection.weight"
+    })
 }
 
 /// Splits an HF block key into (tower prefix in open_clip naming, layer index, suffix).
@@ -335,6 +424,9 @@ fn hf_block(key: &str) -> Option<(&'static str, &str, &str)> {
     Some((tower, idx, suffix))
 }
 
+/// The q, k, v parts of one in_proj tensor, as found.
+type QkvParts = [Option<Tensor>; 3];
+
 /// Maps HF-named tensors to canonical naming: q/k/v are concatenated into `in_proj`, the
 /// projections transposed. Returns the canonical tensors and canonical -> HF key names.
 /// Unknown keys are kept unchanged so the shape check reports them.
@@ -344,7 +436,7 @@ pub(crate) fn hf_to_canonical(
     let mut out = BTreeMap::new();
     let mut names = HashMap::new();
     // q/k/v parts per (tower, idx, weight|bias).
-    let mut qkv: BTreeMap<(String, String, String), [Option<(String, Tensor)>; 3]> = BTreeMap::new();
+    let mut qkv: BTreeMap<(String, String, String), QkvParts> = BTreeMap::new();
     for (key, t) in hf {
         if let Some(&(oc, _, transpose)) = TOP_RENAMES.iter().find(|(_, h, _)| *h == key) {
             let t = if transpose { t.t()?.contiguous()? } else { t };
@@ -366,9 +458,15 @@ pub(crate) fn hf_to_canonical(
                 _ => None,
             };
             if let Some(p) = part {
-                let kind = if suffix.ends_with("weight") { "weight" } else { "bias" };
-                let slot = qkv.entry((tower.to_string(), idx.to_string(), kind.to_string())).or_default();
-                slot[p] = Some((key.clone(), t));
+                let kind = if suffix.ends_with("weight") {
+                    "weight"
+                } else {
+                    "bias"
+                };
+                let slot = qkv
+                    .entry((tower.to_string(), idx.to_string(), kind.to_string()))
+                    .or_default();
+                slot[p] = Some(t);
                 continue;
             }
         }
@@ -376,16 +474,22 @@ pub(crate) fn hf_to_canonical(
     }
     for ((tower, idx, kind), parts) in qkv {
         let ck = format!("{tower}.{idx}.attn.in_proj_{kind}");
-        let hf_prefix = if tower.starts_with("visual") { "vision_model" } else { "text_model" };
+        let hf_prefix = if tower.starts_with("visual") {
+            "vision_model"
+        } else {
+            "text_model"
+        };
         let mut ts = Vec::with_capacity(3);
         for (p, name) in parts.into_iter().zip(["q", "k", "v"]) {
             match p {
-                Some((_, t)) => ts.push(t),
+                Some(t) => ts.push(t),
                 None => {
                     return Err(ModelError::MissingTensor {
                         key: ck,
                         expected: vec![],
-                        source_key: Some(format!("{hf_prefix}.encoder.layers.{idx}.self_attn.{name}_proj.{kind}")),
+                        source_key: Some(format!(
+                            "{hf_prefix}.encoder.layers.{idx}.self_attn.{name}_proj.{kind}"
+                        )),
                     })
                 }
             }
@@ -396,11 +500,16 @@ pub(crate) fn hf_to_canonical(
                 key: ck,
                 expected: dims[0].clone(),
                 found: dims[1..].iter().flatten().copied().collect(),
-                source_key: Some(format!("{hf_prefix}.encoder.layers.{idx}.self_attn.{{q,k,v}}_proj.{kind} differ")),
+                source_key: Some(format!(
+                    "{hf_prefix}.encoder.layers.{idx}.self_attn.{{q,k,v}}_proj.{kind} differ"
+                )),
             });
         }
         let cat = Tensor::cat(&ts, 0)?;
-        names.insert(ck.clone(), format!("{hf_prefix}.encoder.layers.{idx}.self_attn.{{q,k,v}}_proj.{kind}"));
+        names.insert(
+            ck.clone(),
+            format!("{hf_prefix}.encoder.layers.{idx}.self_attn.{{q,k,v}}_proj.{kind}"),
+        );
         out.insert(ck, cat);
     }
     Ok((out, names))
@@ -412,14 +521,19 @@ pub(crate) fn canonical_to_hf(w: &Weights) -> Result<BTreeMap<String, Tensor>> {
     let mut out = BTreeMap::new();
     for (key, t) in w.iter() {
         if let Some(&(_, h, transpose)) = TOP_RENAMES.iter().find(|(o, _, _)| *o == key) {
-            let t = if transpose { t.t()?.contiguous()? } else { t.clone() };
+            let t = if transpose {
+                t.t()?.contiguous()?
+            } else {
+                t.clone()
+            };
             out.insert(h.to_string(), t);
             continue;
         }
         let block = if let Some(r) = key.strip_prefix("visual.transformer.resblocks.") {
             Some(("vision_model.encoder.layers", r))
         } else {
-            key.strip_prefix("transformer.resblocks.").map(|r| ("text_model.encoder.layers", r))
+            key.strip_prefix("transformer.resblocks.")
+                .map(|r| ("text_model.encoder.layers", r))
         };
         if let Some((hp, rest)) = block {
             if let Some((idx, suffix)) = rest.split_once('.') {
@@ -430,7 +544,10 @@ pub(crate) fn canonical_to_hf(w: &Weights) -> Result<BTreeMap<String, Tensor>> {
                 if let Some(kind) = suffix.strip_prefix("attn.in_proj_") {
                     let parts = t.chunk(3, 0)?;
                     for (p, name) in parts.into_iter().zip(["q", "k", "v"]) {
-                        out.insert(format!("{hp}.{idx}.self_attn.{name}_proj.{kind}"), p.contiguous()?);
+                        out.insert(
+                            format!("{hp}.{idx}.self_attn.{name}_proj.{kind}"),
+                            p.contiguous()?,
+                        );
                     }
                     continue;
                 }

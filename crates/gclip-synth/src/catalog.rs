@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::text::{query_text, title};
 use crate::vocab::{
-    colour_similarity, material_index, AUDIENCES, BRANDS, CATEGORIES, COLOURS, MATERIALS, PATTERNS, PLAIN, STYLES,
+    colour_similarity, material_index, AUDIENCES, BRANDS, CATEGORIES, COLOURS, MATERIALS, PATTERNS,
+    PLAIN, STYLES,
 };
 use crate::{SynthConfig, SynthError};
 
@@ -68,11 +69,19 @@ impl Attributes {
     }
 
     /// Draws random attributes; `category` and `colour` may be fixed.
-    pub fn random<R: Rng + ?Sized>(rng: &mut R, category: Option<usize>, colour: Option<usize>) -> Self {
+    pub fn random<R: Rng + ?Sized>(
+        rng: &mut R,
+        category: Option<usize>,
+        colour: Option<usize>,
+    ) -> Self {
         let category = category.unwrap_or_else(|| rng.random_range(0..CATEGORIES.len()));
         let colour = colour.unwrap_or_else(|| rng.random_range(0..COLOURS.len()));
         // Plain products are the most common, as in real catalogues.
-        let pattern = if rng.random::<f32>() < 0.35 { PLAIN } else { rng.random_range(1..PATTERNS.len()) };
+        let pattern = if rng.random::<f32>() < 0.35 {
+            PLAIN
+        } else {
+            rng.random_range(1..PATTERNS.len())
+        };
         let spec = &CATEGORIES[category];
         let material = material_index(spec.materials.choose(rng).copied().unwrap_or(MATERIALS[0]));
         let style = rng.random_range(0..STYLES.len());
@@ -84,7 +93,15 @@ impl Attributes {
             Some(rng.random_range(0..AUDIENCES.len()))
         };
         let brand = rng.random_range(0..BRANDS.len());
-        Attributes { category, colour, pattern, material, style, audience, brand }
+        Attributes {
+            category,
+            colour,
+            pattern,
+            material,
+            style,
+            audience,
+            brand,
+        }
     }
 }
 
@@ -123,6 +140,15 @@ pub struct Product {
     pub doc_set: DocSet,
     /// Seed of the image's own RNG (so images render in any order).
     pub render_seed: u64,
+}
+
+impl Product {
+    /// The product's image as [`crate::generate`] writes it (rendered from
+    /// `render_seed`), before file encoding.
+    pub fn image(&self, size: u32) -> Result<image::RgbImage, SynthError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.render_seed);
+        crate::render_product(self, size, &mut rng)
+    }
 }
 
 /// The attribute subset a query asks for.
@@ -233,7 +259,10 @@ impl HeldOutCombo {
 
     /// Natural label, e.g. "green boot".
     pub fn label(&self) -> String {
-        format!("{} {}", COLOURS[self.colour].name, CATEGORIES[self.category].name)
+        format!(
+            "{} {}",
+            COLOURS[self.colour].name, CATEGORIES[self.category].name
+        )
     }
 }
 
@@ -282,7 +311,13 @@ pub enum Split {
 
 impl Split {
     /// All splits in file order.
-    pub const ALL: [Split; 5] = [Split::Train, Split::InDomain, Split::NovelQuery, Split::NovelDocument, Split::ZeroShot];
+    pub const ALL: [Split; 5] = [
+        Split::Train,
+        Split::InDomain,
+        Split::NovelQuery,
+        Split::NovelDocument,
+        Split::ZeroShot,
+    ];
 
     /// Short name.
     pub fn name(self) -> &'static str {
@@ -409,21 +444,37 @@ impl Catalog {
         let products = make_products(cfg, &held_out);
         let queries = make_queries(cfg, &products, &held_out)?;
         let results = rank_all(cfg, &products, &queries);
-        let seen: Vec<usize> =
-            queries.iter().filter(|q| q.query_set == QuerySet::Seen).map(|q| q.index).collect();
+        let seen: Vec<usize> = queries
+            .iter()
+            .filter(|q| q.query_set == QuerySet::Seen)
+            .map(|q| q.index)
+            .collect();
         let mut rng = rng_for(cfg.seed, stream::IN_DOMAIN);
-        let n_in = ((seen.len() as f64 * cfg.in_domain_fraction).ceil() as usize).clamp(1, seen.len().max(1));
-        let mut in_domain: Vec<usize> = seen.choose_multiple(&mut rng, n_in.min(seen.len())).copied().collect();
+        let n_in = ((seen.len() as f64 * cfg.in_domain_fraction).ceil() as usize)
+            .clamp(1, seen.len().max(1));
+        let mut in_domain: Vec<usize> = seen
+            .choose_multiple(&mut rng, n_in.min(seen.len()))
+            .copied()
+            .collect();
         in_domain.sort_unstable();
         let zeroshot = make_zeroshot(cfg, &held_out);
-        Ok(Catalog { products, queries, results, held_out, in_domain_queries: in_domain, zeroshot })
+        Ok(Catalog {
+            products,
+            queries,
+            results,
+            held_out,
+            in_domain_queries: in_domain,
+            zeroshot,
+        })
     }
 
     /// Rows of a split as (query index, judgement), queries ascending, positions ascending.
     pub fn split_rows(&self, split: Split) -> Vec<(usize, Judgement)> {
         let qs: Box<dyn Iterator<Item = usize>> = match split {
             Split::InDomain => Box::new(self.in_domain_queries.iter().copied()),
-            _ => Box::new((0..self.queries.len()).filter(|&q| self.queries[q].query_set == split.query_set())),
+            _ => Box::new(
+                (0..self.queries.len()).filter(|&q| self.queries[q].query_set == split.query_set()),
+            ),
         };
         let docs = split.doc_set();
         qs.flat_map(|q| {
@@ -495,7 +546,10 @@ fn make_products(cfg: &SynthConfig, held_out: &[HeldOutCombo]) -> Vec<Product> {
 }
 
 fn random_spec<R: Rng + ?Sized>(rng: &mut R, a: &Attributes) -> QuerySpec {
-    let mut q = QuerySpec { category: (rng.random::<f32>() < 0.9).then_some(a.category), ..Default::default() };
+    let mut q = QuerySpec {
+        category: (rng.random::<f32>() < 0.9).then_some(a.category),
+        ..Default::default()
+    };
     // Candidate extra attributes with sampling weights.
     let mut cands: Vec<(u8, f32)> = vec![(0, 3.0), (2, 2.0), (3, 1.0), (5, 0.7)];
     if a.pattern != PLAIN {
@@ -505,9 +559,17 @@ fn random_spec<R: Rng + ?Sized>(rng: &mut R, a: &Attributes) -> QuerySpec {
         cands.push((4, 1.5));
     }
     let r: f32 = rng.random();
-    let k = if r < 0.45 { 1 } else if r < 0.85 { 2 } else { 3 };
+    let k = if r < 0.45 {
+        1
+    } else if r < 0.85 {
+        2
+    } else {
+        3
+    };
     for _ in 0..k {
-        let Ok(&(kind, _)) = cands.choose_weighted(rng, |c| c.1) else { break };
+        let Ok(&(kind, _)) = cands.choose_weighted(rng, |c| c.1) else {
+            break;
+        };
         cands.retain(|c| c.0 != kind);
         match kind {
             0 => q.colour = Some(a.colour),
@@ -521,7 +583,11 @@ fn random_spec<R: Rng + ?Sized>(rng: &mut R, a: &Attributes) -> QuerySpec {
     q
 }
 
-fn make_queries(cfg: &SynthConfig, products: &[Product], held_out: &[HeldOutCombo]) -> Result<Vec<Query>, SynthError> {
+fn make_queries(
+    cfg: &SynthConfig,
+    products: &[Product],
+    held_out: &[HeldOutCombo],
+) -> Result<Vec<Query>, SynthError> {
     let mut rng = rng_for(cfg.seed, stream::QUERIES);
     let mut specs = HashSet::new();
     let mut texts = HashSet::new();
@@ -531,7 +597,9 @@ fn make_queries(cfg: &SynthConfig, products: &[Product], held_out: &[HeldOutComb
         if out.len() == cfg.queries {
             break;
         }
-        let Some(seed_product) = products.choose(&mut rng) else { break };
+        let Some(seed_product) = products.choose(&mut rng) else {
+            break;
+        };
         let spec = random_spec(&mut rng, &seed_product.attributes);
         if specs.contains(&spec) {
             continue;
@@ -553,7 +621,9 @@ fn make_queries(cfg: &SynthConfig, products: &[Product], held_out: &[HeldOutComb
     }
     // Queries naming a held-out combination must stay out of training.
     let mut rng = rng_for(cfg.seed, stream::QUERY_SPLIT);
-    let mut free: Vec<usize> = (0..out.len()).filter(|&i| !out[i].0.hits_combo(held_out)).collect();
+    let mut free: Vec<usize> = (0..out.len())
+        .filter(|&i| !out[i].0.hits_combo(held_out))
+        .collect();
     free.shuffle(&mut rng);
     let n_seen = ((out.len() as f64 * cfg.train_query_fraction).round() as usize).min(free.len());
     let seen: BTreeSet<usize> = free[..n_seen].iter().copied().collect();
@@ -565,7 +635,11 @@ fn make_queries(cfg: &SynthConfig, products: &[Product], held_out: &[HeldOutComb
             query_id: format!("q{i:06}"),
             text,
             spec,
-            query_set: if seen.contains(&i) { QuerySet::Seen } else { QuerySet::Unseen },
+            query_set: if seen.contains(&i) {
+                QuerySet::Seen
+            } else {
+                QuerySet::Unseen
+            },
         })
         .collect())
 }
@@ -575,14 +649,22 @@ fn rank_all(cfg: &SynthConfig, products: &[Product], queries: &[Query]) -> Vec<V
         .par_iter()
         .map(|q| {
             // Each query has its own noise stream: results do not depend on thread scheduling.
-            let mut rng = ChaCha8Rng::seed_from_u64(sub_seed(cfg.seed, stream::RELEVANCE, q.index as u64));
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(sub_seed(cfg.seed, stream::RELEVANCE, q.index as u64));
             let mut scored: Vec<(f32, usize, f32)> = products
                 .iter()
                 .filter_map(|p| {
                     let rel = q.spec.relevance(&p.attributes);
                     // Drawn for every product so the stream does not depend on which match.
-                    let noise = (rng.random::<f32>() + rng.random::<f32>() - 1.0) * PAIR_NOISE * 1.7;
-                    (rel > 0.0).then(|| (rel + POPULARITY_WEIGHT * (p.popularity - 0.5) + noise, p.index, rel))
+                    let noise =
+                        (rng.random::<f32>() + rng.random::<f32>() - 1.0) * PAIR_NOISE * 1.7;
+                    (rel > 0.0).then_some({
+                        (
+                            rel + POPULARITY_WEIGHT * (p.popularity - 0.5) + noise,
+                            p.index,
+                            rel,
+                        )
+                    })
                 })
                 .collect();
             scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -590,23 +672,52 @@ fn rank_all(cfg: &SynthConfig, products: &[Product], queries: &[Query]) -> Vec<V
                 .into_iter()
                 .take(cfg.max_results)
                 .enumerate()
-                .map(|(i, (_, product, relevance))| Judgement { product, position: i as u32 + 1, relevance })
+                .map(|(i, (_, product, relevance))| Judgement {
+                    product,
+                    position: i as u32 + 1,
+                    relevance,
+                })
                 .collect()
         })
         .collect()
 }
 
-fn make_zeroshot(cfg: &SynthConfig, held_out: &[HeldOutCombo]) -> Vec<ZeroShotSet> {
-    let n = cfg.zeroshot_per_class;
-    let mut rng = rng_for(cfg.seed, stream::ZEROSHOT);
-    let mut next_seed = 0u64;
-    let mut items = |rng: &mut ChaCha8Rng, cat: usize, col: Option<usize>| -> Vec<(Attributes, u64)> {
-        (0..n)
+/// Draws the example products of zero-shot classes, each with its own image seed.
+struct ItemMaker {
+    seed: u64,
+    per_class: usize,
+    next: u64,
+    rng: ChaCha8Rng,
+}
+
+impl ItemMaker {
+    fn items(&mut self, category: usize, colour: Option<usize>) -> Vec<(Attributes, u64)> {
+        (0..self.per_class)
             .map(|_| {
-                next_seed += 1;
-                (Attributes::random(rng, Some(cat), col), sub_seed(cfg.seed, stream::ZEROSHOT, next_seed))
+                self.next += 1;
+                (
+                    Attributes::random(&mut self.rng, Some(category), colour),
+                    sub_seed(self.seed, stream::ZEROSHOT, self.next),
+                )
             })
             .collect()
+    }
+
+    fn combo_class(&mut self, h: &HeldOutCombo) -> ZeroShotClass {
+        ZeroShotClass {
+            folder: h.label().replace(' ', "_"),
+            label: h.label(),
+            items: self.items(h.category, Some(h.colour)),
+        }
+    }
+}
+
+fn make_zeroshot(cfg: &SynthConfig, held_out: &[HeldOutCombo]) -> Vec<ZeroShotSet> {
+    let mut maker = ItemMaker {
+        seed: cfg.seed,
+        per_class: cfg.zeroshot_per_class,
+        next: 0,
+        rng: rng_for(cfg.seed, stream::ZEROSHOT),
     };
     let category = ZeroShotSet {
         name: "category",
@@ -615,25 +726,22 @@ fn make_zeroshot(cfg: &SynthConfig, held_out: &[HeldOutCombo]) -> Vec<ZeroShotSe
             .map(|c| ZeroShotClass {
                 folder: CATEGORIES[c].name.to_string(),
                 label: CATEGORIES[c].name.to_string(),
-                items: items(&mut rng, c, None),
+                items: maker.items(c, None),
             })
             .collect(),
     };
-    let combo_class = |rng: &mut ChaCha8Rng, h: &HeldOutCombo, items: &mut dyn FnMut(&mut ChaCha8Rng, usize, Option<usize>) -> Vec<(Attributes, u64)>| ZeroShotClass {
-        folder: h.label().replace(' ', "_"),
-        label: h.label(),
-        items: items(rng, h.category, Some(h.colour)),
-    };
-    let held: Vec<ZeroShotClass> = held_out.iter().map(|h| combo_class(&mut rng, h, &mut items)).collect();
+    let held: Vec<ZeroShotClass> = held_out.iter().map(|h| maker.combo_class(h)).collect();
     // Seen controls: as many colour x category pairs that do occur in training.
     let mut seen_pairs: Vec<HeldOutCombo> = (0..CATEGORIES.len())
-        .flat_map(|category| (0..COLOURS.len()).map(move |colour| HeldOutCombo { colour, category }))
+        .flat_map(|category| {
+            (0..COLOURS.len()).map(move |colour| HeldOutCombo { colour, category })
+        })
         .filter(|c| !held_out.contains(c))
         .collect();
-    seen_pairs.shuffle(&mut rng);
+    seen_pairs.shuffle(&mut maker.rng);
     seen_pairs.truncate(held_out.len());
     seen_pairs.sort_by_key(|h| (h.category, h.colour));
-    let seen: Vec<ZeroShotClass> = seen_pairs.iter().map(|h| combo_class(&mut rng, h, &mut items)).collect();
+    let seen: Vec<ZeroShotClass> = seen_pairs.iter().map(|h| maker.combo_class(h)).collect();
     let mut sets = vec![category];
     if !held.is_empty() {
         sets.push(ZeroShotSet {

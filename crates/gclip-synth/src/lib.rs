@@ -11,7 +11,7 @@
 //!
 //! - [`Catalog::generate`] builds everything in memory (no images).
 //! - [`render_product`] draws a product image from its own RNG.
-//! - [`generate`] writes a dataset directory (see [`write`] for its layout).
+//! - [`generate`] writes a dataset directory (see [`mod@write`] for its layout).
 //!
 //! Everything is a pure function of [`SynthConfig`]: the same seed gives
 //! byte-identical files, whatever the number of threads.
@@ -27,8 +27,8 @@ pub mod write;
 use std::path::PathBuf;
 
 pub use catalog::{
-    AttributeNames, Attributes, Catalog, DocSet, HeldOutCombo, Judgement, Product, Query, QuerySet, QuerySpec, Split,
-    ZeroShotClass, ZeroShotSet,
+    AttributeNames, Attributes, Catalog, DocSet, HeldOutCombo, Judgement, Product, Query, QuerySet,
+    QuerySpec, Split, ZeroShotClass, ZeroShotSet,
 };
 pub use render::{render_attributes_with_mask, render_product, silhouette_mask};
 pub use write::{generate, Manifest, Progress, Stage};
@@ -160,23 +160,38 @@ impl SynthConfig {
     pub fn validate(&self) -> Result<(), SynthError> {
         let bad = |m: String| Err(SynthError::InvalidConfig(m));
         if self.products < 2 {
-            return bad(format!("products must be at least 2, got {}", self.products));
+            return bad(format!(
+                "products must be at least 2, got {}",
+                self.products
+            ));
         }
         if self.queries < 2 {
             return bad(format!("queries must be at least 2, got {}", self.queries));
         }
         if !(8..=2048).contains(&self.image_size) {
-            return bad(format!("image size must be in 8..=2048 pixels, got {}", self.image_size));
+            return bad(format!(
+                "image size must be in 8..=2048 pixels, got {}",
+                self.image_size
+            ));
         }
         if !(1..=100).contains(&self.jpeg_quality) {
-            return bad(format!("JPEG quality must be in 1..=100, got {}", self.jpeg_quality));
+            return bad(format!(
+                "JPEG quality must be in 1..=100, got {}",
+                self.jpeg_quality
+            ));
         }
         let max_combos = vocab::CATEGORIES.len().min(vocab::COLOURS.len());
         if self.held_out_combos > max_combos {
-            return bad(format!("held-out combinations must be at most {max_combos}, got {}", self.held_out_combos));
+            return bad(format!(
+                "held-out combinations must be at most {max_combos}, got {}",
+                self.held_out_combos
+            ));
         }
         if !(1..=1000).contains(&self.max_results) {
-            return bad(format!("max results must be in 1..=1000, got {}", self.max_results));
+            return bad(format!(
+                "max results must be in 1..=1000, got {}",
+                self.max_results
+            ));
         }
         for (name, v) in [
             ("train query fraction", self.train_query_fraction),

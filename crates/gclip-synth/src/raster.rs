@@ -12,8 +12,6 @@ pub(crate) enum Half {
     All,
     Upper,
     Lower,
-    Left,
-    Right,
 }
 
 /// A filled primitive in the canonical object frame (x right, y down, the
@@ -58,8 +56,6 @@ impl Shape {
                     Half::All => true,
                     Half::Upper => dy <= 0.0,
                     Half::Lower => dy >= 0.0,
-                    Half::Left => dx <= 0.0,
-                    Half::Right => dx >= 0.0,
                 };
                 if !keep {
                     return false;
@@ -73,7 +69,11 @@ impl Shape {
                 let (abx, aby) = (b[0] - a[0], b[1] - a[1]);
                 let (apx, apy) = (p[0] - a[0], p[1] - a[1]);
                 let len2 = abx * abx + aby * aby;
-                let t = if len2 > 0.0 { ((apx * abx + apy * aby) / len2).clamp(0.0, 1.0) } else { 0.0 };
+                let t = if len2 > 0.0 {
+                    ((apx * abx + apy * aby) / len2).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
                 let (dx, dy) = (apx - t * abx, apy - t * aby);
                 dx * dx + dy * dy <= r * r
             }
@@ -97,9 +97,12 @@ impl Shape {
                 [c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]]
             }
             Shape::RoundRect { min, max, .. } => [min[0], min[1], max[0], max[1]],
-            Shape::Capsule { a, b, r } => {
-                [a[0].min(b[0]) - r, a[1].min(b[1]) - r, a[0].max(b[0]) + r, a[1].max(b[1]) + r]
-            }
+            Shape::Capsule { a, b, r } => [
+                a[0].min(b[0]) - r,
+                a[1].min(b[1]) - r,
+                a[0].max(b[0]) + r,
+                a[1].max(b[1]) + r,
+            ],
         }
     }
 
@@ -144,13 +147,22 @@ pub(crate) struct Affine {
 impl Affine {
     /// Object of half-extent `scale` pixels centred at `centre`, rotated by
     /// `angle` radians, stretched by `aspect` in x, mirrored if `flip`.
-    pub(crate) fn object_to_image(centre: V2, scale: f32, aspect: f32, angle: f32, flip: bool) -> Self {
+    pub(crate) fn object_to_image(
+        centre: V2,
+        scale: f32,
+        aspect: f32,
+        angle: f32,
+        flip: bool,
+    ) -> Self {
         // Forward: image = centre + R * S * obj, with S = diag(sx, sy).
         // Inverse: obj = S^-1 * R^T * (image - centre).
         let (s, c) = angle.sin_cos();
         let sx = scale * aspect * if flip { -1.0 } else { 1.0 };
         let sy = scale / aspect;
-        Affine { m: [c / sx, s / sx, -s / sy, c / sy], t: centre }
+        Affine {
+            m: [c / sx, s / sx, -s / sy, c / sy],
+            t: centre,
+        }
     }
 
     /// Maps an image point to the object frame.
@@ -164,7 +176,12 @@ impl Affine {
     pub(crate) fn image_bbox(&self, b: [f32; 4]) -> [f32; 4] {
         // Invert the 2x2 matrix to map the corners forward.
         let det = self.m[0] * self.m[3] - self.m[1] * self.m[2];
-        let inv = [self.m[3] / det, -self.m[1] / det, -self.m[2] / det, self.m[0] / det];
+        let inv = [
+            self.m[3] / det,
+            -self.m[1] / det,
+            -self.m[2] / det,
+            self.m[0] / det,
+        ];
         let mut out = [f32::MAX, f32::MAX, f32::MIN, f32::MIN];
         for (x, y) in [(b[0], b[1]), (b[2], b[1]), (b[0], b[3]), (b[2], b[3])] {
             let ix = inv[0] * x + inv[1] * y + self.t[0];
@@ -187,14 +204,27 @@ mod tests {
         let tri = Shape::Poly(vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]);
         assert!(tri.contains([0.2, 0.2]));
         assert!(!tri.contains([0.8, 0.8]));
-        let ring = Shape::Ring { c: [0.0, 0.0], r: [1.0, 1.0], t: 0.2, half: Half::Upper };
+        let ring = Shape::Ring {
+            c: [0.0, 0.0],
+            r: [1.0, 1.0],
+            t: 0.2,
+            half: Half::Upper,
+        };
         assert!(ring.contains([0.0, -0.9]));
         assert!(!ring.contains([0.0, 0.9]));
         assert!(!ring.contains([0.0, 0.0]));
-        let rr = Shape::RoundRect { min: [0.0, 0.0], max: [1.0, 1.0], r: 0.3 };
+        let rr = Shape::RoundRect {
+            min: [0.0, 0.0],
+            max: [1.0, 1.0],
+            r: 0.3,
+        };
         assert!(!rr.contains([0.01, 0.01]));
         assert!(rr.contains([0.5, 0.5]));
-        let cap = Shape::Capsule { a: [0.0, 0.0], b: [1.0, 0.0], r: 0.1 };
+        let cap = Shape::Capsule {
+            a: [0.0, 0.0],
+            b: [1.0, 0.0],
+            r: 0.1,
+        };
         assert!(cap.contains([1.05, 0.0]));
         assert!(!cap.contains([0.5, 0.2]));
     }

@@ -4,7 +4,7 @@
 //! RNG, so an image is a pure function of (product, size, RNG state).
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 use crate::catalog::Attributes;
 use crate::raster::{Affine, Shape, V2};
@@ -18,7 +18,11 @@ const SS: usize = 4;
 type Rgbf = [f32; 3];
 
 fn lerp3(a: Rgbf, b: Rgbf, t: f32) -> Rgbf {
-    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
 }
 
 fn luminance(c: Rgbf) -> f32 {
@@ -79,7 +83,11 @@ impl Fill {
                 let s = self.period;
                 let row = (v / s).floor();
                 // Alternate rows are shifted by half a cell (hexagonal dots).
-                let shift = if (row as i64).rem_euclid(2) == 1 { 0.5 * s } else { 0.0 };
+                let shift = if (row as i64).rem_euclid(2) == 1 {
+                    0.5 * s
+                } else {
+                    0.0
+                };
                 let du = (u + shift).rem_euclid(s) - 0.5 * s;
                 let dv = v.rem_euclid(s) - 0.5 * s;
                 if du * du + dv * dv < (0.3 * s) * (0.3 * s) {
@@ -125,7 +133,9 @@ struct Scene {
 
 impl Scene {
     fn background(&self, p: V2) -> Rgbf {
-        let t = ((p[0] / self.size - 0.5) * self.bg_dir[0] + (p[1] / self.size - 0.5) * self.bg_dir[1] + 0.5)
+        let t = ((p[0] / self.size - 0.5) * self.bg_dir[0]
+            + (p[1] / self.size - 0.5) * self.bg_dir[1]
+            + 0.5)
             .clamp(0.0, 1.0);
         let mut c = lerp3(self.bg0, self.bg1, t);
         if let Some((sc, sr)) = self.shadow {
@@ -164,7 +174,8 @@ impl Scene {
                 Paint::Trim => (self.trim, false),
                 Paint::Fixed(c) => ([c[0] as f32, c[1] as f32, c[2] as f32], false),
             };
-            let shade = (1.0 + 0.16 * (q[0] * self.light[0] + q[1] * self.light[1])).clamp(0.75, 1.2);
+            let shade =
+                (1.0 + 0.16 * (q[0] * self.light[0] + q[1] * self.light[1])).clamp(0.75, 1.2);
             return ([c[0] * shade, c[1] * shade, c[2] * shade], body);
         }
         (self.background(p), false)
@@ -180,7 +191,12 @@ struct Pose {
     flip: bool,
 }
 
-fn build_scene<R: Rng + ?Sized>(attrs: &Attributes, size: u32, rng: &mut R, canonical: bool) -> Scene {
+fn build_scene<R: Rng + ?Sized>(
+    attrs: &Attributes,
+    size: u32,
+    rng: &mut R,
+    canonical: bool,
+) -> Scene {
     let s = size as f32;
     let cat = CATEGORIES[attrs.category];
     let mut parts = silhouette(cat.name);
@@ -210,9 +226,9 @@ fn build_scene<R: Rng + ?Sized>(attrs: &Attributes, size: u32, rng: &mut R, cano
     let c2 = match PATTERNS[attrs.pattern] {
         "gradient" => {
             if light_c1 {
-                lerp3(c1, [20.0; 3], 0.55)
+                lerp3(c1, [20.0; 3], 0.45)
             } else {
-                lerp3(c1, [255.0; 3], 0.6)
+                lerp3(c1, [255.0; 3], 0.5)
             }
         }
         _ => {
@@ -223,26 +239,61 @@ fn build_scene<R: Rng + ?Sized>(attrs: &Attributes, size: u32, rng: &mut R, cano
             }
         }
     };
-    let angle_choices = [0.0f32, std::f32::consts::FRAC_PI_4, std::f32::consts::FRAC_PI_2, -std::f32::consts::FRAC_PI_4];
-    let pat_angle = if canonical { 0.0 } else { angle_choices[rng.random_range(0..angle_choices.len())] };
+    let angle_choices = [
+        0.0f32,
+        std::f32::consts::FRAC_PI_4,
+        std::f32::consts::FRAC_PI_2,
+        -std::f32::consts::FRAC_PI_4,
+    ];
+    let pat_angle = if canonical {
+        0.0
+    } else {
+        angle_choices[rng.random_range(0..angle_choices.len())]
+    };
     let fill = Fill {
         pattern: attrs.pattern,
         c1,
         c2,
         dir: [pat_angle.cos(), pat_angle.sin()],
-        period: if canonical { 0.25 } else { rng.random_range(0.2..0.3f32) },
-        offset: if canonical { [0.0, 0.0] } else { [rng.random::<f32>(), rng.random::<f32>()] },
+        period: if canonical {
+            0.25
+        } else {
+            rng.random_range(0.2..0.3f32)
+        },
+        offset: if canonical {
+            [0.0, 0.0]
+        } else {
+            [rng.random::<f32>(), rng.random::<f32>()]
+        },
     };
-    let trims: [Rgbf; 4] = [[238.0, 236.0, 230.0], [36.0, 36.0, 40.0], [160.0, 162.0, 168.0], [165.0, 118.0, 70.0]];
-    let trim = trims[if canonical { 1 } else { rng.random_range(0..trims.len()) }];
+    let trims: [Rgbf; 4] = [
+        [238.0, 236.0, 230.0],
+        [36.0, 36.0, 40.0],
+        [160.0, 162.0, 168.0],
+        [165.0, 118.0, 70.0],
+    ];
+    let trim = trims[if canonical {
+        1
+    } else {
+        rng.random_range(0..trims.len())
+    }];
 
     let pose = if canonical {
-        Pose { centre: [s / 2.0, s / 2.0], scale: s * 0.45, aspect: 1.0, angle: 0.0, flip: false }
+        Pose {
+            centre: [s / 2.0, s / 2.0],
+            scale: s * 0.45,
+            aspect: 1.0,
+            angle: 0.0,
+            flip: false,
+        }
     } else {
         let upright = rng.random::<f32>() < 0.4;
         let max_angle = if upright { 0.08 } else { 0.4 };
         Pose {
-            centre: [s * (0.5 + rng.random_range(-0.1..0.1f32)), s * (0.5 + rng.random_range(-0.1..0.1f32))],
+            centre: [
+                s * (0.5 + rng.random_range(-0.1..0.1f32)),
+                s * (0.5 + rng.random_range(-0.1..0.1f32)),
+            ],
             scale: s * rng.random_range(0.3..0.44f32),
             aspect: rng.random_range(0.9..1.1f32),
             angle: rng.random_range(-max_angle..max_angle),
@@ -250,21 +301,37 @@ fn build_scene<R: Rng + ?Sized>(attrs: &Attributes, size: u32, rng: &mut R, cano
         }
     };
     let xf = Affine::object_to_image(pose.centre, pose.scale, pose.aspect, pose.angle, pose.flip);
-    let la: f32 = if canonical { 0.0 } else { rng.random_range(0.0..std::f32::consts::TAU) };
-    let light = if canonical { [0.0, 0.0] } else { [la.cos(), la.sin()] };
+    let la: f32 = if canonical {
+        0.0
+    } else {
+        rng.random_range(0.0..std::f32::consts::TAU)
+    };
+    let light = if canonical {
+        [0.0, 0.0]
+    } else {
+        [la.cos(), la.sin()]
+    };
 
     // Background: light or dark, solid or gradient, never too close to the product colour.
     let (bg0, bg1) = if canonical {
         ([255.0; 3], [255.0; 3])
     } else {
-        let mut pick = |rng: &mut R| {
+        let pick = |rng: &mut R| {
             let h = rng.random::<f32>();
             let dark = rng.random::<f32>() < 0.2;
             let sat = rng.random_range(0.0..0.22f32);
-            let val = if dark { rng.random_range(0.22..0.45f32) } else { rng.random_range(0.8..0.99f32) };
+            let val = if dark {
+                rng.random_range(0.22..0.45f32)
+            } else {
+                rng.random_range(0.8..0.99f32)
+            };
             let a = hsv(h, sat, val);
             let b = if rng.random::<f32>() < 0.4 {
-                hsv(h + rng.random_range(-0.08..0.08f32), sat, (val + rng.random_range(-0.15..0.15f32)).clamp(0.0, 1.0))
+                hsv(
+                    h + rng.random_range(-0.08..0.08f32),
+                    sat,
+                    (val + rng.random_range(-0.15..0.15f32)).clamp(0.0, 1.0),
+                )
             } else {
                 a
             };
@@ -279,10 +346,17 @@ fn build_scene<R: Rng + ?Sized>(attrs: &Attributes, size: u32, rng: &mut R, cano
         }
         bg
     };
-    let ba: f32 = if canonical { 0.0 } else { rng.random_range(0.0..std::f32::consts::TAU) };
+    let ba: f32 = if canonical {
+        0.0
+    } else {
+        rng.random_range(0.0..std::f32::consts::TAU)
+    };
 
     let shadow = if !canonical && rng.random::<f32>() < 0.5 {
-        Some(([pose.centre[0], pose.centre[1] + 0.85 * pose.scale], [0.85 * pose.scale, 0.16 * pose.scale]))
+        Some((
+            [pose.centre[0], pose.centre[1] + 0.85 * pose.scale],
+            [0.85 * pose.scale, 0.16 * pose.scale],
+        ))
     } else {
         None
     };
@@ -290,15 +364,29 @@ fn build_scene<R: Rng + ?Sized>(attrs: &Attributes, size: u32, rng: &mut R, cano
         let w = s * rng.random_range(0.12..0.22f32);
         let h = s * rng.random_range(0.08..0.16f32);
         // Keep the occluder near a border so it covers only part of the product.
-        let x0 = if rng.random::<bool>() { rng.random_range(0.0..0.12f32) * s } else { s - w - rng.random_range(0.0..0.12f32) * s };
+        let x0 = if rng.random::<bool>() {
+            rng.random_range(0.0..0.12f32) * s
+        } else {
+            s - w - rng.random_range(0.0..0.12f32) * s
+        };
         let y0 = rng.random_range(0.0..(s - h).max(1.0));
         let g = rng.random_range(150.0..250.0f32);
         let shape = if rng.random::<bool>() {
-            Shape::RoundRect { min: [x0, y0], max: [x0 + w, y0 + h], r: 0.2 * h }
+            Shape::RoundRect {
+                min: [x0, y0],
+                max: [x0 + w, y0 + h],
+                r: 0.2 * h,
+            }
         } else {
-            Shape::Ellipse { c: [x0 + w / 2.0, y0 + h / 2.0], r: [w / 2.0, h / 2.0] }
+            Shape::Ellipse {
+                c: [x0 + w / 2.0, y0 + h / 2.0],
+                r: [w / 2.0, h / 2.0],
+            }
         };
-        Some(Occluder { shape, colour: [g, g * 0.97, g * 0.92] })
+        Some(Occluder {
+            shape,
+            colour: [g, g * 0.97, g * 0.92],
+        })
     } else {
         None
     };
@@ -320,29 +408,49 @@ fn build_scene<R: Rng + ?Sized>(attrs: &Attributes, size: u32, rng: &mut R, cano
 
 /// Renders the scene, returning the image and a mask of the body coverage
 /// (255 where every sample shows the patterned body).
-fn rasterize<R: Rng + ?Sized>(scene: &Scene, size: u32, rng: Option<&mut R>) -> (RgbImage, GrayImage) {
+fn rasterize<R: Rng + ?Sized>(
+    scene: &Scene,
+    size: u32,
+    rng: Option<&mut R>,
+) -> (RgbImage, GrayImage) {
     let mut img = RgbImage::new(size, size);
     let mut mask = GrayImage::new(size, size);
     // Supersample only where the product or occluder can be.
     let mut obox = [f32::MAX, f32::MAX, f32::MIN, f32::MIN];
     for (_, b) in &scene.parts {
         let ib = scene.xf.image_bbox(*b);
-        obox = [obox[0].min(ib[0]), obox[1].min(ib[1]), obox[2].max(ib[2]), obox[3].max(ib[3])];
+        obox = [
+            obox[0].min(ib[0]),
+            obox[1].min(ib[1]),
+            obox[2].max(ib[2]),
+            obox[3].max(ib[3]),
+        ];
     }
     if let Some(o) = &scene.occluder {
         let b = o.shape.bbox();
-        obox = [obox[0].min(b[0]), obox[1].min(b[1]), obox[2].max(b[2]), obox[3].max(b[3])];
+        obox = [
+            obox[0].min(b[0]),
+            obox[1].min(b[1]),
+            obox[2].max(b[2]),
+            obox[3].max(b[3]),
+        ];
     }
     for y in 0..size {
         for x in 0..size {
             let (fx, fy) = (x as f32, y as f32);
-            let near = fx + 1.0 >= obox[0] && fx <= obox[2] + 1.0 && fy + 1.0 >= obox[1] && fy <= obox[3] + 1.0;
+            let near = fx + 1.0 >= obox[0]
+                && fx <= obox[2] + 1.0
+                && fy + 1.0 >= obox[1]
+                && fy <= obox[3] + 1.0;
             let (c, cover) = if near {
                 let mut acc = [0.0f32; 3];
                 let mut hits = 0u32;
                 for sy in 0..SS {
                     for sx in 0..SS {
-                        let p = [fx + (sx as f32 + 0.5) / SS as f32, fy + (sy as f32 + 0.5) / SS as f32];
+                        let p = [
+                            fx + (sx as f32 + 0.5) / SS as f32,
+                            fy + (sy as f32 + 0.5) / SS as f32,
+                        ];
                         let (c, body) = scene.sample(p);
                         acc = [acc[0] + c[0], acc[1] + c[1], acc[2] + c[2]];
                         hits += body as u32;
@@ -353,7 +461,15 @@ fn rasterize<R: Rng + ?Sized>(scene: &Scene, size: u32, rng: Option<&mut R>) -> 
             } else {
                 (scene.background([fx + 0.5, fy + 0.5]), 0.0)
             };
-            img.put_pixel(x, y, Rgb([c[0].clamp(0.0, 255.0) as u8, c[1].clamp(0.0, 255.0) as u8, c[2].clamp(0.0, 255.0) as u8]));
+            img.put_pixel(
+                x,
+                y,
+                Rgb([
+                    c[0].clamp(0.0, 255.0) as u8,
+                    c[1].clamp(0.0, 255.0) as u8,
+                    c[2].clamp(0.0, 255.0) as u8,
+                ]),
+            );
             mask.put_pixel(x, y, Luma([(cover * 255.0).round() as u8]));
         }
     }
@@ -373,13 +489,18 @@ fn rasterize<R: Rng + ?Sized>(scene: &Scene, size: u32, rng: Option<&mut R>) -> 
 
 fn check_size(size: u32) -> Result<(), SynthError> {
     if !(8..=2048).contains(&size) {
-        return Err(SynthError::InvalidConfig(format!("image size {size} is outside 8..=2048 pixels")));
+        return Err(SynthError::InvalidConfig(format!(
+            "image size {size} is outside 8..=2048 pixels"
+        )));
     }
     Ok(())
 }
 
 fn check_attrs(attrs: &Attributes) -> Result<(), SynthError> {
-    if attrs.category >= CATEGORIES.len() || attrs.colour >= COLOURS.len() || attrs.pattern >= PATTERNS.len() {
+    if attrs.category >= CATEGORIES.len()
+        || attrs.colour >= COLOURS.len()
+        || attrs.pattern >= PATTERNS.len()
+    {
         return Err(SynthError::InvalidConfig(format!(
             "attribute index out of range (category {}, colour {}, pattern {})",
             attrs.category, attrs.colour, attrs.pattern
@@ -405,6 +526,7 @@ pub fn render_attributes_with_mask<R: Rng + ?Sized>(
 }
 
 /// Renders the product image (see [`render_attributes_with_mask`]).
+/// [`crate::Product::image`] gives the exact image written by [`crate::generate`].
 pub fn render_product<R: Rng + ?Sized>(
     product: &crate::Product,
     size: u32,
@@ -417,7 +539,10 @@ pub fn render_product<R: Rng + ?Sized>(
 /// centred, upright, no jitter, all parts. Used to compare shapes.
 pub fn silhouette_mask(category: usize, size: u32) -> Result<GrayImage, SynthError> {
     check_size(size)?;
-    let attrs = Attributes { category, ..Attributes::default() };
+    let attrs = Attributes {
+        category,
+        ..Attributes::default()
+    };
     check_attrs(&attrs)?;
     // No RNG is consumed in canonical mode; a fixed one satisfies the signature.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -429,5 +554,3 @@ pub fn silhouette_mask(category: usize, size: u32) -> Result<GrayImage, SynthErr
     scene.fill.pattern = 0;
     Ok(rasterize::<rand_chacha::ChaCha8Rng>(&scene, size, None).1)
 }
-
-use rand::SeedableRng;

@@ -32,11 +32,18 @@ fn poly(pts: &[V2]) -> Shape {
 }
 
 fn rrect(x0: f32, y0: f32, x1: f32, y1: f32, r: f32) -> Shape {
-    Shape::RoundRect { min: [x0, y0], max: [x1, y1], r }
+    Shape::RoundRect {
+        min: [x0, y0],
+        max: [x1, y1],
+        r,
+    }
 }
 
 fn ellipse(cx: f32, cy: f32, rx: f32, ry: f32) -> Shape {
-    Shape::Ellipse { c: [cx, cy], r: [rx, ry] }
+    Shape::Ellipse {
+        c: [cx, cy],
+        r: [rx, ry],
+    }
 }
 
 fn capsule(a: V2, b: V2, r: f32) -> Shape {
@@ -71,13 +78,27 @@ pub(crate) fn silhouette(category: &str) -> Vec<Part> {
                 ]),
                 Body,
             ),
-            p(Shape::Ring { c: [0.0, -0.82], r: [0.3, 0.2], t: 0.07, half: Half::Lower }, Shade(0.7)),
+            p(
+                Shape::Ring {
+                    c: [0.0, -0.82],
+                    r: [0.3, 0.2],
+                    t: 0.07,
+                    half: Half::Lower,
+                },
+                Shade(0.7),
+            ),
         ],
         "dress" => vec![
             p(capsule([-0.2, -0.95], [-0.24, -0.6], 0.035), Shade(0.75)),
             p(capsule([0.2, -0.95], [0.24, -0.6], 0.035), Shade(0.75)),
-            p(poly(&[[-0.34, -0.62], [0.34, -0.62], [0.24, -0.12], [-0.24, -0.12]]), Body),
-            p(poly(&[[-0.24, -0.14], [0.24, -0.14], [0.78, 0.92], [-0.78, 0.92]]), Body),
+            p(
+                poly(&[[-0.34, -0.62], [0.34, -0.62], [0.24, -0.12], [-0.24, -0.12]]),
+                Body,
+            ),
+            p(
+                poly(&[[-0.24, -0.14], [0.24, -0.14], [0.78, 0.92], [-0.78, 0.92]]),
+                Body,
+            ),
             p(rrect(-0.26, -0.2, 0.26, -0.08, 0.03), Shade(0.6)),
         ],
         "trousers" => vec![
@@ -147,13 +168,35 @@ pub(crate) fn silhouette(category: &str) -> Vec<Part> {
             p(rrect(-0.49, 0.08, 0.49, 0.24, 0.0), Shade(0.5)),
         ],
         "bag" => vec![
-            p(Shape::Ring { c: [0.0, -0.22], r: [0.44, 0.62], t: 0.09, half: Half::Upper }, Trim),
-            p(poly(&[[-0.66, -0.24], [0.66, -0.24], [0.86, 0.82], [-0.86, 0.82]]), Body),
-            p(poly(&[[-0.66, -0.24], [0.66, -0.24], [0.52, 0.16], [-0.52, 0.16]]), Shade(0.72)),
+            p(
+                Shape::Ring {
+                    c: [0.0, -0.22],
+                    r: [0.44, 0.62],
+                    t: 0.09,
+                    half: Half::Upper,
+                },
+                Trim,
+            ),
+            p(
+                poly(&[[-0.66, -0.24], [0.66, -0.24], [0.86, 0.82], [-0.86, 0.82]]),
+                Body,
+            ),
+            p(
+                poly(&[[-0.66, -0.24], [0.66, -0.24], [0.52, 0.16], [-0.52, 0.16]]),
+                Shade(0.72),
+            ),
             p(ellipse(0.0, 0.16, 0.08, 0.06), Fixed([205, 180, 90])),
         ],
         "mug" => vec![
-            p(Shape::Ring { c: [0.4, 0.05], r: [0.4, 0.38], t: 0.13, half: Half::All }, Body),
+            p(
+                Shape::Ring {
+                    c: [0.4, 0.05],
+                    r: [0.4, 0.38],
+                    t: 0.13,
+                    half: Half::All,
+                },
+                Body,
+            ),
             p(rrect(-0.58, -0.62, 0.42, 0.78, 0.08), Body),
             p(ellipse(-0.08, -0.62, 0.5, 0.09), Shade(0.55)),
         ],
@@ -168,19 +211,25 @@ pub(crate) fn silhouette(category: &str) -> Vec<Part> {
         "lamp" => vec![
             p(rrect(-0.05, -0.25, 0.05, 0.74, 0.0), Trim),
             p(ellipse(0.0, 0.8, 0.46, 0.14), Trim),
-            p(poly(&[[-0.3, -0.92], [0.3, -0.92], [0.64, -0.2], [-0.64, -0.2]]), Body),
+            p(
+                poly(&[[-0.3, -0.92], [0.3, -0.92], [0.64, -0.2], [-0.64, -0.2]]),
+                Body,
+            ),
         ],
         "watch" => vec![
-            p(rrect(-0.24, -0.98, 0.24, 0.98, 0.1), Body),
-            p(rrect(0.4, -0.07, 0.52, 0.07, 0.02), Trim),
-            p(ellipse(0.0, 0.0, 0.48, 0.48), Trim),
-            p(ellipse(0.0, 0.0, 0.38, 0.38), Fixed(FACE)),
+            p(rrect(-0.98, -0.19, 0.98, 0.19, 0.08), Body),
+            p(rrect(-0.08, -0.6, 0.08, -0.46, 0.02), Trim),
+            p(ellipse(0.0, 0.0, 0.52, 0.52), Trim),
+            p(ellipse(0.0, 0.0, 0.42, 0.42), Fixed(FACE)),
             p(capsule([0.0, 0.0], [0.0, -0.28], 0.03), Fixed(DARK)),
             p(capsule([0.0, 0.0], [0.2, 0.06], 0.03), Fixed(DARK)),
         ],
         "bottle" => vec![
-            p(rrect(-0.36, -0.34, 0.36, 0.94, 0.12), Body),
-            p(poly(&[[-0.36, -0.3], [0.36, -0.3], [0.14, -0.62], [-0.14, -0.62]]), Body),
+            p(rrect(-0.44, -0.3, 0.44, 0.94, 0.14), Body),
+            p(
+                poly(&[[-0.44, -0.26], [0.44, -0.26], [0.14, -0.62], [-0.14, -0.62]]),
+                Body,
+            ),
             p(rrect(-0.14, -0.74, 0.14, -0.56, 0.0), Body),
             p(rrect(-0.18, -0.97, 0.18, -0.72, 0.04), Trim),
         ],
@@ -205,7 +254,15 @@ pub(crate) fn silhouette(category: &str) -> Vec<Part> {
             }
             vec![
                 p(rrect(-0.03, -0.9, 0.03, 0.82, 0.0), Fixed(DARK)),
-                p(Shape::Ring { c: [0.12, 0.82], r: [0.15, 0.14], t: 0.06, half: Half::Lower }, Fixed(DARK)),
+                p(
+                    Shape::Ring {
+                        c: [0.12, 0.82],
+                        r: [0.15, 0.14],
+                        t: 0.06,
+                        half: Half::Lower,
+                    },
+                    Fixed(DARK),
+                ),
                 p(Shape::Poly(pts), Body),
                 p(capsule([0.0, -0.73], [0.0, -0.85], 0.03), Fixed(DARK)),
             ]
@@ -215,7 +272,15 @@ pub(crate) fn silhouette(category: &str) -> Vec<Part> {
             p(capsule([0.86, -0.12], [0.98, -0.42], 0.04), Body),
             p(ellipse(-0.47, 0.02, 0.44, 0.36), Body),
             p(ellipse(0.47, 0.02, 0.44, 0.36), Body),
-            p(Shape::Ring { c: [0.0, 0.0], r: [0.16, 0.14], t: 0.07, half: Half::Upper }, Body),
+            p(
+                Shape::Ring {
+                    c: [0.0, 0.0],
+                    r: [0.16, 0.14],
+                    t: 0.07,
+                    half: Half::Upper,
+                },
+                Body,
+            ),
             p(ellipse(-0.47, 0.03, 0.33, 0.25), Fixed([40, 44, 52])),
             p(ellipse(0.47, 0.03, 0.33, 0.25), Fixed([40, 44, 52])),
         ],
@@ -234,7 +299,11 @@ mod tests {
     fn every_category_has_a_silhouette() {
         for c in CATEGORIES {
             let parts = silhouette(c.name);
-            assert!(parts.iter().any(|p| p.paint == Paint::Body), "{} has no body", c.name);
+            assert!(
+                parts.iter().any(|p| p.paint == Paint::Body),
+                "{} has no body",
+                c.name
+            );
         }
     }
 }

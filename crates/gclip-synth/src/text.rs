@@ -5,7 +5,9 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 
 use crate::catalog::{Attributes, QuerySpec};
-use crate::vocab::{AUDIENCE_PHRASES, BRANDS, CATEGORIES, COLOURS, MATERIALS, PATTERN_SYNONYMS, PLAIN, STYLES};
+use crate::vocab::{
+    AUDIENCE_PHRASES, BRANDS, CATEGORIES, COLOURS, MATERIALS, PATTERN_SYNONYMS, PLAIN, STYLES,
+};
 
 fn pick<'a, R: Rng + ?Sized>(rng: &mut R, items: &'a [&'a str]) -> &'a str {
     items.choose(rng).copied().unwrap_or("")
@@ -26,7 +28,12 @@ fn title_case(s: &str) -> String {
 
 /// Joins non-empty words with single spaces.
 fn words(parts: &[&str]) -> String {
-    parts.iter().filter(|w| !w.is_empty()).copied().collect::<Vec<_>>().join(" ")
+    parts
+        .iter()
+        .filter(|w| !w.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A product title. Visual attributes (colour, pattern) are sometimes left
@@ -37,7 +44,11 @@ pub(crate) fn title<R: Rng + ?Sized>(a: &Attributes, rng: &mut R) -> String {
     let (sing, plur) = *cat.synonyms.choose(rng).unwrap_or(&cat.synonyms[0]);
     let noun = if cat.plural_item { plur } else { sing };
     let keep = |rng: &mut R, p: f32| rng.random::<f32>() < p;
-    let colour = if keep(rng, 0.8) { pick(rng, COLOURS[a.colour].synonyms) } else { "" };
+    let colour = if keep(rng, 0.8) {
+        pick(rng, COLOURS[a.colour].synonyms)
+    } else {
+        ""
+    };
     let pattern = if a.pattern == PLAIN {
         if keep(rng, 0.3) {
             pick(rng, PATTERN_SYNONYMS[PLAIN])
@@ -49,11 +60,17 @@ pub(crate) fn title<R: Rng + ?Sized>(a: &Attributes, rng: &mut R) -> String {
     } else {
         ""
     };
-    let material = if keep(rng, 0.9) { MATERIALS[a.material] } else { "" };
+    let material = if keep(rng, 0.9) {
+        MATERIALS[a.material]
+    } else {
+        ""
+    };
     let style = if keep(rng, 0.7) { STYLES[a.style] } else { "" };
     let brand = if keep(rng, 0.92) { BRANDS[a.brand] } else { "" };
     let (aud_pre, aud_for) = match a.audience {
-        Some(i) if keep(rng, 0.85) => *AUDIENCE_PHRASES[i].choose(rng).unwrap_or(&AUDIENCE_PHRASES[i][0]),
+        Some(i) if keep(rng, 0.85) => *AUDIENCE_PHRASES[i]
+            .choose(rng)
+            .unwrap_or(&AUDIENCE_PHRASES[i][0]),
         _ => ("", ""),
     };
     let t = match rng.random_range(0..6) {
@@ -66,7 +83,10 @@ pub(crate) fn title<R: Rng + ?Sized>(a: &Attributes, rng: &mut R) -> String {
         }
         1 => {
             let head = title_case(&words(&[aud_pre, colour, material, noun]));
-            let tail: Vec<&str> = [pattern, style, brand].into_iter().filter(|w| !w.is_empty()).collect();
+            let tail: Vec<&str> = [pattern, style, brand]
+                .into_iter()
+                .filter(|w| !w.is_empty())
+                .collect();
             if tail.is_empty() {
                 head
             } else {
@@ -75,7 +95,12 @@ pub(crate) fn title<R: Rng + ?Sized>(a: &Attributes, rng: &mut R) -> String {
         }
         2 => {
             let mut fields = vec![title_case(noun)];
-            fields.extend([colour, pattern, material, style].iter().filter(|w| !w.is_empty()).map(|w| w.to_string()));
+            fields.extend(
+                [colour, pattern, material, style]
+                    .iter()
+                    .filter(|w| !w.is_empty())
+                    .map(|w| w.to_string()),
+            );
             let mut s = fields.join(", ");
             if !aud_pre.is_empty() {
                 s = format!("{s}, {aud_pre}");
@@ -101,7 +126,12 @@ pub(crate) fn title<R: Rng + ?Sized>(a: &Attributes, rng: &mut R) -> String {
         }
         4 => {
             let mut s = title_case(&words(&[style, material, aud_pre, noun]));
-            let paren = [colour, pattern].iter().filter(|w| !w.is_empty()).copied().collect::<Vec<_>>().join(", ");
+            let paren = [colour, pattern]
+                .iter()
+                .filter(|w| !w.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
             if !paren.is_empty() {
                 s = format!("{s} ({paren})");
             }
@@ -112,13 +142,20 @@ pub(crate) fn title<R: Rng + ?Sized>(a: &Attributes, rng: &mut R) -> String {
         }
         _ => {
             let mut s = words(&[brand, "-", colour, pattern, noun]);
-            let made = if material.is_empty() { String::new() } else { format!("made of {material}") };
+            let made = if material.is_empty() {
+                String::new()
+            } else {
+                format!("made of {material}")
+            };
             s = words(&[&s, &made, aud_for]);
             s.trim_start_matches("- ").to_string()
         }
     };
     // Templates can leave stray separators when fields are dropped.
-    t.replace("  ", " ").trim().trim_start_matches("- ").to_string()
+    t.replace("  ", " ")
+        .trim()
+        .trim_start_matches("- ")
+        .to_string()
 }
 
 /// Natural phrasing of a query's attribute subset, e.g. "red striped shirt",
@@ -126,7 +163,10 @@ pub(crate) fn title<R: Rng + ?Sized>(a: &Attributes, rng: &mut R) -> String {
 pub(crate) fn query_text<R: Rng + ?Sized>(q: &QuerySpec, rng: &mut R) -> String {
     let noun = match q.category {
         Some(c) => {
-            let (s, p) = *CATEGORIES[c].synonyms.choose(rng).unwrap_or(&CATEGORIES[c].synonyms[0]);
+            let (s, p) = *CATEGORIES[c]
+                .synonyms
+                .choose(rng)
+                .unwrap_or(&CATEGORIES[c].synonyms[0]);
             if rng.random::<f32>() < 0.5 {
                 p
             } else {
@@ -135,21 +175,45 @@ pub(crate) fn query_text<R: Rng + ?Sized>(q: &QuerySpec, rng: &mut R) -> String 
         }
         None => "",
     };
-    let colour = q.colour.map(|c| pick(rng, COLOURS[c].synonyms)).unwrap_or("");
-    let pattern = q.pattern.map(|p| pick(rng, PATTERN_SYNONYMS[p])).unwrap_or("");
+    let colour = q
+        .colour
+        .map(|c| pick(rng, COLOURS[c].synonyms))
+        .unwrap_or("");
+    let pattern = q
+        .pattern
+        .map(|p| pick(rng, PATTERN_SYNONYMS[p]))
+        .unwrap_or("");
     let material = q.material.map(|m| MATERIALS[m]).unwrap_or("");
     let style = q.style.map(|s| STYLES[s]).unwrap_or("");
     let brand = q.brand.map(|b| BRANDS[b]).unwrap_or("");
     let (aud_pre, aud_for) = match q.audience {
-        Some(i) => *AUDIENCE_PHRASES[i].choose(rng).unwrap_or(&AUDIENCE_PHRASES[i][0]),
+        Some(i) => *AUDIENCE_PHRASES[i]
+            .choose(rng)
+            .unwrap_or(&AUDIENCE_PHRASES[i][0]),
         None => ("", ""),
     };
     let prefix_audience = rng.random::<bool>();
-    let brand_first = rng.random::<f32>() < 0.6;
+    // A query of just a brand reads "northwind", never "by northwind".
+    let only_brand = [noun, colour, pattern, material, style]
+        .iter()
+        .all(|w| w.is_empty());
+    let brand_first = rng.random::<f32>() < 0.6 || only_brand;
     // Colour and pattern order varies ("striped red" vs "red striped").
-    let (v1, v2) = if rng.random::<f32>() < 0.75 { (colour, pattern) } else { (pattern, colour) };
-    let (m1, s1) = if rng.random::<bool>() { (material, style) } else { ("", "") };
-    let (m2, s2) = if m1.is_empty() && s1.is_empty() { (material, style) } else { ("", "") };
+    let (v1, v2) = if rng.random::<f32>() < 0.75 {
+        (colour, pattern)
+    } else {
+        (pattern, colour)
+    };
+    let (m1, s1) = if rng.random::<bool>() {
+        (material, style)
+    } else {
+        ("", "")
+    };
+    let (m2, s2) = if m1.is_empty() && s1.is_empty() {
+        (material, style)
+    } else {
+        ("", "")
+    };
     let core = words(&[
         if brand_first { brand } else { "" },
         if prefix_audience { aud_pre } else { "" },

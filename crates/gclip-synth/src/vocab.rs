@@ -23,84 +23,134 @@ pub struct CategorySpec {
 pub const CATEGORIES: &[CategorySpec] = &[
     CategorySpec {
         name: "shirt",
-        synonyms: &[("shirt", "shirts"), ("t-shirt", "t-shirts"), ("tee", "tees"), ("top", "tops")],
+        synonyms: &[
+            ("shirt", "shirts"),
+            ("t-shirt", "t-shirts"),
+            ("tee", "tees"),
+            ("top", "tops"),
+        ],
         materials: &["cotton", "linen", "silk", "wool"],
         wearable: true,
         plural_item: false,
     },
     CategorySpec {
         name: "dress",
-        synonyms: &[("dress", "dresses"), ("sundress", "sundresses"), ("frock", "frocks")],
+        synonyms: &[
+            ("dress", "dresses"),
+            ("sundress", "sundresses"),
+            ("frock", "frocks"),
+        ],
         materials: &["cotton", "linen", "silk"],
         wearable: true,
         plural_item: false,
     },
     CategorySpec {
         name: "trousers",
-        synonyms: &[("trousers", "trousers"), ("pants", "pants"), ("slacks", "slacks")],
+        synonyms: &[
+            ("trousers", "trousers"),
+            ("pants", "pants"),
+            ("slacks", "slacks"),
+        ],
         materials: &["cotton", "linen", "wool", "denim"],
         wearable: true,
         plural_item: true,
     },
     CategorySpec {
         name: "shoe",
-        synonyms: &[("shoe", "shoes"), ("sneaker", "sneakers"), ("trainer", "trainers")],
+        synonyms: &[
+            ("shoe", "shoes"),
+            ("sneaker", "sneakers"),
+            ("trainer", "trainers"),
+        ],
         materials: &["leather", "suede", "canvas", "nylon"],
         wearable: true,
         plural_item: true,
     },
     CategorySpec {
         name: "boot",
-        synonyms: &[("boot", "boots"), ("ankle boot", "ankle boots"), ("chelsea boot", "chelsea boots")],
+        synonyms: &[
+            ("boot", "boots"),
+            ("ankle boot", "ankle boots"),
+            ("chelsea boot", "chelsea boots"),
+        ],
         materials: &["leather", "suede", "rubber"],
         wearable: true,
         plural_item: true,
     },
     CategorySpec {
         name: "hat",
-        synonyms: &[("hat", "hats"), ("fedora", "fedoras"), ("sun hat", "sun hats")],
+        synonyms: &[
+            ("hat", "hats"),
+            ("fedora", "fedoras"),
+            ("sun hat", "sun hats"),
+        ],
         materials: &["wool", "cotton", "straw", "leather"],
         wearable: true,
         plural_item: false,
     },
     CategorySpec {
         name: "bag",
-        synonyms: &[("bag", "bags"), ("handbag", "handbags"), ("tote", "totes"), ("purse", "purses")],
+        synonyms: &[
+            ("bag", "bags"),
+            ("handbag", "handbags"),
+            ("tote", "totes"),
+            ("purse", "purses"),
+        ],
         materials: &["leather", "canvas", "nylon", "suede"],
         wearable: true,
         plural_item: false,
     },
     CategorySpec {
         name: "mug",
-        synonyms: &[("mug", "mugs"), ("coffee mug", "coffee mugs"), ("cup", "cups")],
+        synonyms: &[
+            ("mug", "mugs"),
+            ("coffee mug", "coffee mugs"),
+            ("cup", "cups"),
+        ],
         materials: &["ceramic", "porcelain", "glass", "stainless steel"],
         wearable: false,
         plural_item: false,
     },
     CategorySpec {
         name: "chair",
-        synonyms: &[("chair", "chairs"), ("dining chair", "dining chairs"), ("seat", "seats")],
+        synonyms: &[
+            ("chair", "chairs"),
+            ("dining chair", "dining chairs"),
+            ("seat", "seats"),
+        ],
         materials: &["wood", "plastic", "metal", "bamboo"],
         wearable: false,
         plural_item: false,
     },
     CategorySpec {
         name: "lamp",
-        synonyms: &[("lamp", "lamps"), ("table lamp", "table lamps"), ("desk lamp", "desk lamps")],
+        synonyms: &[
+            ("lamp", "lamps"),
+            ("table lamp", "table lamps"),
+            ("desk lamp", "desk lamps"),
+        ],
         materials: &["metal", "ceramic", "glass", "wood"],
         wearable: false,
         plural_item: false,
     },
     CategorySpec {
         name: "watch",
-        synonyms: &[("watch", "watches"), ("wristwatch", "wristwatches"), ("timepiece", "timepieces")],
+        synonyms: &[
+            ("watch", "watches"),
+            ("wristwatch", "wristwatches"),
+            ("timepiece", "timepieces"),
+        ],
         materials: &["leather", "stainless steel", "silicone", "nylon"],
         wearable: true,
         plural_item: false,
     },
     CategorySpec {
         name: "bottle",
-        synonyms: &[("bottle", "bottles"), ("water bottle", "water bottles"), ("flask", "flasks")],
+        synonyms: &[
+            ("bottle", "bottles"),
+            ("water bottle", "water bottles"),
+            ("flask", "flasks"),
+        ],
         materials: &["glass", "plastic", "stainless steel", "aluminium"],
         wearable: false,
         plural_item: false,
@@ -114,7 +164,11 @@ pub const CATEGORIES: &[CategorySpec] = &[
     },
     CategorySpec {
         name: "sunglasses",
-        synonyms: &[("sunglasses", "sunglasses"), ("shades", "shades"), ("sunnies", "sunnies")],
+        synonyms: &[
+            ("sunglasses", "sunglasses"),
+            ("shades", "shades"),
+            ("sunnies", "sunnies"),
+        ],
         materials: &["plastic", "metal", "acetate", "wood"],
         wearable: true,
         plural_item: true,
@@ -134,20 +188,76 @@ pub struct ColourSpec {
 
 /// The product colours.
 pub const COLOURS: &[ColourSpec] = &[
-    ColourSpec { name: "red", synonyms: &["red", "crimson", "scarlet"], rgb: [206, 32, 41] },
-    ColourSpec { name: "orange", synonyms: &["orange", "tangerine"], rgb: [243, 128, 24] },
-    ColourSpec { name: "yellow", synonyms: &["yellow", "lemon", "mustard"], rgb: [245, 208, 30] },
-    ColourSpec { name: "green", synonyms: &["green", "emerald", "kelly green"], rgb: [46, 160, 67] },
-    ColourSpec { name: "teal", synonyms: &["teal", "turquoise"], rgb: [0, 150, 150] },
-    ColourSpec { name: "blue", synonyms: &["blue", "royal blue", "cobalt"], rgb: [40, 100, 225] },
-    ColourSpec { name: "navy", synonyms: &["navy", "navy blue", "midnight blue"], rgb: [22, 32, 92] },
-    ColourSpec { name: "purple", synonyms: &["purple", "violet", "plum"], rgb: [128, 50, 168] },
-    ColourSpec { name: "pink", synonyms: &["pink", "rose", "blush"], rgb: [245, 130, 180] },
-    ColourSpec { name: "brown", synonyms: &["brown", "chocolate", "coffee"], rgb: [120, 72, 36] },
-    ColourSpec { name: "beige", synonyms: &["beige", "sand", "khaki"], rgb: [222, 200, 160] },
-    ColourSpec { name: "black", synonyms: &["black", "jet black", "onyx"], rgb: [24, 24, 26] },
-    ColourSpec { name: "grey", synonyms: &["grey", "gray", "slate"], rgb: [128, 130, 134] },
-    ColourSpec { name: "white", synonyms: &["white", "ivory", "snow white"], rgb: [246, 246, 242] },
+    ColourSpec {
+        name: "red",
+        synonyms: &["red", "crimson", "scarlet"],
+        rgb: [206, 32, 41],
+    },
+    ColourSpec {
+        name: "orange",
+        synonyms: &["orange", "tangerine"],
+        rgb: [243, 128, 24],
+    },
+    ColourSpec {
+        name: "yellow",
+        synonyms: &["yellow", "lemon", "mustard"],
+        rgb: [245, 208, 30],
+    },
+    ColourSpec {
+        name: "green",
+        synonyms: &["green", "emerald", "kelly green"],
+        rgb: [46, 160, 67],
+    },
+    ColourSpec {
+        name: "teal",
+        synonyms: &["teal", "turquoise"],
+        rgb: [0, 150, 150],
+    },
+    ColourSpec {
+        name: "blue",
+        synonyms: &["blue", "royal blue", "cobalt"],
+        rgb: [40, 100, 225],
+    },
+    ColourSpec {
+        name: "navy",
+        synonyms: &["navy", "navy blue", "midnight blue"],
+        rgb: [22, 32, 92],
+    },
+    ColourSpec {
+        name: "purple",
+        synonyms: &["purple", "violet", "plum"],
+        rgb: [128, 50, 168],
+    },
+    ColourSpec {
+        name: "pink",
+        synonyms: &["pink", "rose", "blush"],
+        rgb: [245, 130, 180],
+    },
+    ColourSpec {
+        name: "brown",
+        synonyms: &["brown", "chocolate", "coffee"],
+        rgb: [120, 72, 36],
+    },
+    ColourSpec {
+        name: "beige",
+        synonyms: &["beige", "sand", "khaki"],
+        rgb: [222, 200, 160],
+    },
+    ColourSpec {
+        name: "black",
+        synonyms: &["black", "jet black", "onyx"],
+        rgb: [24, 24, 26],
+    },
+    ColourSpec {
+        name: "grey",
+        synonyms: &["grey", "gray", "slate"],
+        rgb: [128, 130, 134],
+    },
+    ColourSpec {
+        name: "white",
+        synonyms: &["white", "ivory", "snow white"],
+        rgb: [246, 246, 242],
+    },
 ];
 
 /// Surface patterns drawn inside the silhouette.
@@ -193,8 +303,16 @@ pub const MATERIALS: &[&str] = &[
 ];
 
 /// Styles; text-only.
-pub const STYLES: &[&str] =
-    &["casual", "classic", "vintage", "modern", "sporty", "elegant", "minimalist", "rustic"];
+pub const STYLES: &[&str] = &[
+    "casual",
+    "classic",
+    "vintage",
+    "modern",
+    "sporty",
+    "elegant",
+    "minimalist",
+    "rustic",
+];
 
 /// Audiences of wearable products; text-only.
 pub const AUDIENCES: &[&str] = &["men", "women", "kids", "unisex"];

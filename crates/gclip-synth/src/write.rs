@@ -207,13 +207,19 @@ impl Manifest {
     /// Reads `manifest.json` from a dataset directory.
     pub fn load(dir: &Path) -> Result<Manifest, SynthError> {
         let path = dir.join("manifest.json");
-        let text = fs::read_to_string(&path).map_err(|source| SynthError::Io { path: path.clone(), source })?;
+        let text = fs::read_to_string(&path).map_err(|source| SynthError::Io {
+            path: path.clone(),
+            source,
+        })?;
         serde_json::from_str(&text).map_err(|source| SynthError::Json { path, source })
     }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
-    move |source| SynthError::Io { path: path.to_path_buf(), source }
+    move |source| SynthError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Relative image path of a product.
@@ -225,21 +231,29 @@ fn save_image(img: &RgbImage, path: &Path, cfg: &SynthConfig) -> Result<(), Synt
     let file = File::create(path).map_err(io_err(path))?;
     let mut w = BufWriter::new(file);
     let (wd, ht) = img.dimensions();
-    let res = match cfg.image_format {
-        ImageFormat::Png => PngEncoder::new(&mut w).write_image(img.as_raw(), wd, ht, image::ExtendedColorType::Rgb8),
-        ImageFormat::Jpeg => JpegEncoder::new_with_quality(&mut w, cfg.jpeg_quality).write_image(
-            img.as_raw(),
-            wd,
-            ht,
-            image::ExtendedColorType::Rgb8,
-        ),
-    };
-    res.map_err(|source| SynthError::Image { path: path.to_path_buf(), source })?;
+    let res =
+        match cfg.image_format {
+            ImageFormat::Png => PngEncoder::new(&mut w).write_image(
+                img.as_raw(),
+                wd,
+                ht,
+                image::ExtendedColorType::Rgb8,
+            ),
+            ImageFormat::Jpeg => JpegEncoder::new_with_quality(&mut w, cfg.jpeg_quality)
+                .write_image(img.as_raw(), wd, ht, image::ExtendedColorType::Rgb8),
+        };
+    res.map_err(|source| SynthError::Image {
+        path: path.to_path_buf(),
+        source,
+    })?;
     w.flush().map_err(io_err(path))
 }
 
 fn prepare_dir(out: &Path) -> Result<(), SynthError> {
-    let dir_err = |reason: &str| SynthError::OutputDir { path: out.to_path_buf(), reason: reason.to_string() };
+    let dir_err = |reason: &str| SynthError::OutputDir {
+        path: out.to_path_buf(),
+        reason: reason.to_string(),
+    };
     if out.exists() {
         if !out.is_dir() {
             return Err(dir_err("exists and is not a directory"));
@@ -339,13 +353,24 @@ struct QueryAttributes {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), SynthError> {
     let file = File::create(path).map_err(io_err(path))?;
     let mut w = BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut w, value).map_err(|source| SynthError::Json { path: path.to_path_buf(), source })?;
+    serde_json::to_writer_pretty(&mut w, value).map_err(|source| SynthError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
     w.write_all(b"\n").map_err(io_err(path))?;
     w.flush().map_err(io_err(path))
 }
 
-fn write_split(cat: &Catalog, cfg: &SynthConfig, split: Split, path: &Path) -> Result<SplitManifest, SynthError> {
-    let csv_err = |source| SynthError::Csv { path: path.to_path_buf(), source };
+fn write_split(
+    cat: &Catalog,
+    cfg: &SynthConfig,
+    split: Split,
+    path: &Path,
+) -> Result<SplitManifest, SynthError> {
+    let csv_err = |source| SynthError::Csv {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut w = csv::Writer::from_path(path).map_err(csv_err)?;
     w.write_record(COLUMNS).map_err(csv_err)?;
     let rows = cat.split_rows(split);
@@ -393,20 +418,31 @@ pub fn generate(
     progress: impl Fn(Progress) + Sync,
 ) -> Result<Manifest, SynthError> {
     cfg.validate()?;
-    progress(Progress { stage: Stage::Catalog, done: 0, total: 1 });
+    progress(Progress {
+        stage: Stage::Catalog,
+        done: 0,
+        total: 1,
+    });
     let cat = Catalog::generate(cfg)?;
-    progress(Progress { stage: Stage::Catalog, done: 1, total: 1 });
+    progress(Progress {
+        stage: Stage::Catalog,
+        done: 1,
+        total: 1,
+    });
     prepare_dir(out_dir)?;
 
     // Product images, each from its own seeded RNG (order-independent).
     let total = cat.products.len();
     let done = AtomicUsize::new(0);
     cat.products.par_iter().try_for_each(|p| {
-        let mut rng = ChaCha8Rng::seed_from_u64(p.render_seed);
-        let (img, _) = render_attributes_with_mask(&p.attributes, cfg.image_size, &mut rng)?;
+        let img = p.image(cfg.image_size)?;
         save_image(&img, &out_dir.join(image_path(p, cfg.image_format)), cfg)?;
         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-        progress(Progress { stage: Stage::Images, done: d, total });
+        progress(Progress {
+            stage: Stage::Images,
+            done: d,
+            total,
+        });
         Ok::<(), SynthError>(())
     })?;
 
@@ -420,7 +456,11 @@ pub fn generate(
             let dir = out_dir.join(&set_dir).join(&class.folder);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             for (k, (attrs, seed)) in class.items.iter().enumerate() {
-                jobs.push((dir.join(format!("{k:03}.{}", cfg.image_format.extension())), *attrs, *seed));
+                jobs.push((
+                    dir.join(format!("{k:03}.{}", cfg.image_format.extension())),
+                    *attrs,
+                    *seed,
+                ));
             }
             classes.push(ZeroShotClassManifest {
                 folder: class.folder.clone(),
@@ -442,7 +482,11 @@ pub fn generate(
         let (img, _) = render_attributes_with_mask(attrs, cfg.image_size, &mut rng)?;
         save_image(&img, path, cfg)?;
         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-        progress(Progress { stage: Stage::ZeroShot, done: d, total });
+        progress(Progress {
+            stage: Stage::ZeroShot,
+            done: d,
+            total,
+        });
         Ok::<(), SynthError>(())
     })?;
 
@@ -451,17 +495,37 @@ pub fn generate(
     let mut step = 0;
     let mut tick = || {
         step += 1;
-        progress(Progress { stage: Stage::Tables, done: step, total: n_tables });
+        progress(Progress {
+            stage: Stage::Tables,
+            done: step,
+            total: n_tables,
+        });
     };
     let all: Vec<&Product> = cat.products.iter().collect();
-    write_json(&out_dir.join("corpus.json"), &CorpusMap { products: all, format: cfg.image_format })?;
+    write_json(
+        &out_dir.join("corpus.json"),
+        &CorpusMap {
+            products: all,
+            format: cfg.image_format,
+        },
+    )?;
     tick();
-    for (name, set) in [("corpus_1.json", DocSet::Seen), ("corpus_2.json", DocSet::Unseen)] {
+    for (name, set) in [
+        ("corpus_1.json", DocSet::Seen),
+        ("corpus_2.json", DocSet::Unseen),
+    ] {
         let part: Vec<&Product> = cat.products_in(set).collect();
-        write_json(&out_dir.join(name), &CorpusMap { products: part, format: cfg.image_format })?;
+        write_json(
+            &out_dir.join(name),
+            &CorpusMap {
+                products: part,
+                format: cfg.image_format,
+            },
+        )?;
         tick();
     }
-    let in_domain: std::collections::HashSet<usize> = cat.in_domain_queries.iter().copied().collect();
+    let in_domain: std::collections::HashSet<usize> =
+        cat.in_domain_queries.iter().copied().collect();
     let queries: Vec<QueryEntry> = cat
         .queries
         .iter()
@@ -489,13 +553,22 @@ pub fn generate(
     tick();
     let mut splits = Vec::new();
     for split in Split::ALL {
-        splits.push(write_split(&cat, cfg, split, &out_dir.join(split.file_name()))?);
+        splits.push(write_split(
+            &cat,
+            cfg,
+            split,
+            &out_dir.join(split.file_name()),
+        )?);
         tick();
     }
 
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let seen_docs = cat.products_in(DocSet::Seen).count();
-    let seen_queries = cat.queries.iter().filter(|q| q.query_set == QuerySet::Seen).count();
+    let seen_queries = cat
+        .queries
+        .iter()
+        .filter(|q| q.query_set == QuerySet::Seen)
+        .count();
     let manifest = Manifest {
         generator: format!("gclip-synth {}", env!("CARGO_PKG_VERSION")),
         seed: cfg.seed,
@@ -530,11 +603,23 @@ pub fn generate(
         splits,
         columns: strings(&COLUMNS),
         score_definitions: vec![
-            ("position".into(), format!("rank 1..={} of the product for the query over all documents", cfg.max_results)),
-            ("score_linear".into(), format!("{} - position", cfg.max_results + 1)),
+            (
+                "position".into(),
+                format!(
+                    "rank 1..={} of the product for the query over all documents",
+                    cfg.max_results
+                ),
+            ),
+            (
+                "score_linear".into(),
+                format!("{} - position", cfg.max_results + 1),
+            ),
             ("score_reciprocal".into(), "1 / position".into()),
             ("no_score".into(), "1".into()),
-            ("score".into(), "score_linear (the training weight key)".into()),
+            (
+                "score".into(),
+                "score_linear (the training weight key)".into(),
+            ),
         ],
         corpus: "corpus.json".into(),
         queries_file: "queries.json".into(),

@@ -71,7 +71,10 @@ fn main() {
     );
 
     if std::env::var_os("GCLIP_BENCH_PY").is_some() {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/throughput_openclip.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/throughput_openclip.py"
+        );
         let status = std::process::Command::new("/work/refvenv/bin/python")
             .arg(script)
             .status();

@@ -1,7 +1,7 @@
 //! Byte-level BPE: byte-to-unicode mapping, merging by rank, a shared cache.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::RwLock;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
@@ -35,6 +35,14 @@ const fn build_byte_chars() -> [char; 256] {
         b += 1;
     }
     out
+}
+
+/// Bytes in vocabulary order: the printable ones first, then the rest
+/// (the order in which the reference builds its first 256 tokens).
+pub(crate) fn bytes_in_vocab_order() -> impl Iterator<Item = u8> {
+    (0..=255u8)
+        .filter(|&b| is_printable_byte(b as u32))
+        .chain((0..=255u8).filter(|&b| !is_printable_byte(b as u32)))
 }
 
 /// Maps a byte-to-unicode character back to its byte.
@@ -119,9 +127,8 @@ impl Bpe {
 
     /// Appends the ids of one pre-tokenised word to `out`.
     pub(crate) fn encode_word(&self, word: &str, out: &mut Vec<u32>, scratch: &mut Scratch) {
-        let mut h = FxBuildHasher.build_hasher();
-        word.hash(&mut h);
-        let shard = &self.cache[(h.finish() >> 59) as usize % CACHE_SHARDS];
+        // Shard on middle bits: the map itself uses the low and the top ones.
+        let shard = &self.cache[(FxBuildHasher.hash_one(word) >> 32) as usize % CACHE_SHARDS];
         // A poisoned lock only means another thread panicked mid-insert; the
         // map itself is still consistent, so keep using it.
         {

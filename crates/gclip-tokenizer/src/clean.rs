@@ -1,5 +1,7 @@
 //! open_clip's default `clean='lower'` text cleaning.
 
+use crate::pretok::in_ranges;
+use crate::tables::PY_LOWER_CHANGES;
 use crate::{ftfy, html};
 
 /// Python's `str.isspace`, which drives `str.strip` and `str.split`.
@@ -42,6 +44,32 @@ pub fn clean_text(text: &str) -> String {
         out.make_ascii_lowercase();
         out
     } else {
-        out.to_lowercase()
+        py_lower(&out)
     }
+}
+
+/// A char the Rust standard library lowercases but CPython 3.11 (Unicode 14)
+/// leaves alone, i.e. one from a newer Unicode version.
+fn newer_cased(c: char) -> bool {
+    !c.is_ascii() && !in_ranges(PY_LOWER_CHANGES, c) && c.to_lowercase().ne(std::iter::once(c))
+}
+
+/// Python's `str.lower()`: Rust's `to_lowercase` (same mappings and
+/// final-sigma rule) except for chars Python's Unicode data does not know.
+fn py_lower(text: &str) -> String {
+    if !text.chars().any(newer_cased) {
+        return text.to_lowercase();
+    }
+    let mut out = String::with_capacity(text.len());
+    for run in text.split_inclusive(newer_cased) {
+        let mut chars = run.chars();
+        match chars.next_back() {
+            Some(last) if newer_cased(last) => {
+                out.push_str(&chars.as_str().to_lowercase());
+                out.push(last);
+            }
+            _ => out.push_str(&run.to_lowercase()),
+        }
+    }
+    out
 }

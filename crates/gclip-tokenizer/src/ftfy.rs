@@ -11,6 +11,7 @@ use regex::Regex;
 use unicode_normalization::{IsNormalized, UnicodeNormalization};
 
 use crate::html::ftfy_unescape;
+use crate::pretok::in_ranges;
 use crate::tables::*;
 
 /// ftfy fixes text in segments of at most this many characters (per line).
@@ -204,6 +205,7 @@ fn badness_re() -> &'static Regex {
         let km = class(&[MOJI_KAOMOJI]);
         let co = class(&[MOJI_COMMON]);
         let ws = PY_SPACE_CLASS;
+        let word = class(&[PY_WORD]);
         let rules = [
             format!("[{c1}]"),
             format!("[{bad}{la}{ua}{bx}{sp}{ep}{cu}{nu}{law}][{bad}]"),
@@ -221,7 +223,7 @@ fn badness_re() -> &'static Regex {
             format!("[{bx}][{km}]"),
             format!("[{la}{ua}{cu}{nu}{sp}{ep}{law}][{bx}]"),
             format!("[{bx}][{ep}]"),
-            format!("[{la}{ua}][{sp}{ep}]\\w"),
+            format!("[{la}{ua}][{sp}{ep}][{word}]"),
             "[Œœ][^A-Za-z]".to_string(),
             format!("[{ua}]°"),
             format!("[ÂÃÎÐ][€œŠš¢£Ÿž\\x{{A0}}\\x{{AD}}®©°·»{sp}{ep}–—´]"),
@@ -252,7 +254,7 @@ pub(crate) fn is_bad(text: &str) -> bool {
 }
 
 /// Runs of what look like UTF-8 sequences decoded in a single-byte codec
-/// (without ftfy's look-behind, which [`utf8_detector_find`] applies).
+/// (without ftfy's look-behind, which `utf8_detector_find` applies).
 fn utf8_detector_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
@@ -267,12 +269,13 @@ fn utf8_detector_re() -> &'static Regex {
     })
 }
 
-/// Next detector match at or after `pos` not preceded by U+0080..U+00BF.
+/// Next detector match at or after `pos` not preceded by a (strict, i.e.
+/// not space) continuation character.
 fn utf8_detector_find(text: &str, mut pos: usize) -> Option<(usize, usize)> {
     while pos <= text.len() {
         let m = utf8_detector_re().find_at(text, pos)?;
         let prev = text[..m.start()].chars().next_back();
-        if prev.is_some_and(|c| ('\u{80}'..='\u{bf}').contains(&c)) {
+        if prev.is_some_and(|c| in_ranges(CLUE_UTF8_CONTINUATION_STRICT, c)) {
             pos = m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8);
             continue;
         }
@@ -313,9 +316,7 @@ fn encode_charmap(text: &str, enc: usize) -> Option<Vec<u8>> {
             out.push(cp as u8);
             continue;
         }
-        let pos = (0x80..0x100)
-            .chain([0x1A])
-            .find(|&b| table[b] == cp)?;
+        let pos = (0x80..0x100).chain([0x1A]).find(|&b| table[b] == cp)?;
         out.push(pos as u8);
     }
     Some(out)
@@ -411,7 +412,7 @@ fn fix_encoding_step(text: &str) -> Option<String> {
         return None;
     }
     let mut latin1_possible = false;
-    for enc in 0..CHARMAPS.len() {
+    for (enc, name) in CHARMAP_NAMES.iter().enumerate() {
         let Some(mut bytes) = encode_charmap(text, enc) else {
             continue;
         };
@@ -421,7 +422,7 @@ fn fix_encoding_step(text: &str) -> Option<String> {
         if enc != MACROMAN && altered_utf8_re().is_match(&bytes) {
             bytes = restore_byte_a0(&bytes);
         }
-        if CHARMAP_NAMES[enc].starts_with("sloppy") {
+        if name.starts_with("sloppy") {
             bytes = lossy_utf8_re()
                 .replace_all(&bytes, &b"\xef\xbf\xbd"[..])
                 .into_owned();

@@ -195,6 +195,9 @@ mod tests {
 
     #[test]
     fn ftfy_unescape_rules() {
-        assert_eq!(ftfy_unescape("&EACUTE; &eacute; &amp &#12a;"), "É é &amp &#12a;");
+        assert_eq!(
+            ftfy_unescape("&EACUTE; &eacute; &amp &#12a;"),
+            "É é &amp &#12a;"
+        );
     }
 }

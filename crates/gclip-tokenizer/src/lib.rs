@@ -35,6 +35,7 @@ mod clean;
 mod ftfy;
 mod html;
 mod pretok;
+#[rustfmt::skip]
 mod tables;
 
 use std::collections::HashMap;
@@ -125,13 +126,17 @@ impl Tokenizer {
             .take(OPENAI_NUM_MERGES)
             .map(parse_merge_line)
             .collect::<Result<_>>()?;
-        let mut vocab: Vec<String> = bpe::BYTE_CHARS.iter().map(|c| c.to_string()).collect();
-        vocab.extend(bpe::BYTE_CHARS.iter().map(|c| format!("{c}</w>")));
+        let byte_chars = || bpe::bytes_in_vocab_order().map(|b| bpe::BYTE_CHARS[b as usize]);
+        let mut vocab: Vec<String> = byte_chars().map(|c| c.to_string()).collect();
+        vocab.extend(byte_chars().map(|c| format!("{c}</w>")));
         vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
         vocab.push("<start_of_text>".into());
         vocab.push("<end_of_text>".into());
-        let vocab: HashMap<String, u32> =
-            vocab.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect();
+        let vocab: HashMap<String, u32> = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, i as u32))
+            .collect();
         Self::build(vocab, &merges, "<start_of_text>", "<end_of_text>")
     }
 
@@ -222,7 +227,10 @@ impl Tokenizer {
         Err(Error::NoTokenizerFiles(dir.to_path_buf()))
     }
 
-    fn from_hf_parts(vocab: HashMap<String, u32>, merges: &[(String, String)]) -> Result<Tokenizer> {
+    fn from_hf_parts(
+        vocab: HashMap<String, u32>,
+        merges: &[(String, String)],
+    ) -> Result<Tokenizer> {
         // Hugging Face spells the specials `<|startoftext|>`; accept open_clip's too.
         let pick = |names: &[&'static str]| {
             names
@@ -306,7 +314,11 @@ impl Tokenizer {
     }
 
     /// [`Tokenizer::tokenize`] for each text.
-    pub fn tokenize_batch<S: AsRef<str>>(&self, texts: &[S], context_length: usize) -> Vec<Vec<u32>> {
+    pub fn tokenize_batch<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        context_length: usize,
+    ) -> Vec<Vec<u32>> {
         texts
             .iter()
             .map(|t| self.tokenize(t.as_ref(), context_length))

@@ -22,7 +22,7 @@ enum Class {
     Other,
 }
 
-fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
+pub(crate) fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
     let c = c as u32;
     table
         .binary_search_by(|&(lo, hi)| {
@@ -79,7 +79,7 @@ fn classify(c: char) -> Class {
 }
 
 /// Case-insensitive match of one text char against an ASCII pattern char,
-/// using the simple case folding the reference regex applies (`ſ` folds to `s`).
+/// with the simple case folding the reference regex applies (`ſ` folds to `s`).
 fn ci_eq(c: char, p: u8) -> bool {
     let p = p as char;
     c == p || c == p.to_ascii_uppercase() || (p == 's' && c == '\u{17f}')
@@ -148,7 +148,14 @@ impl<'a> Iterator for Pieces<'a> {
             for (name, id) in self.specials {
                 if let Some(n) = ci_prefix(rest, name) {
                     self.pos += n;
-                    return Some(Piece::Special(*id));
+                    // Only the exact spelling is the special token; a
+                    // case-folded match (e.g. with `ſ`) stays one piece that
+                    // is BPE-encoded like a word, as in the reference.
+                    return Some(if &rest[..n] == name {
+                        Piece::Special(*id)
+                    } else {
+                        Piece::Word(&rest[..n])
+                    });
                 }
             }
             if c == '\'' {
@@ -193,7 +200,12 @@ mod tests {
         assert_eq!(words("it's 12ab"), ["it", "'s", "1", "2", "ab"]);
         assert_eq!(words("..'s"), ["..'", "s"]);
         assert_eq!(words("x<end_of_text>y"), ["x", "#7", "y"]);
-        assert_eq!(words("!<end_of_text>"), ["!<", "end", "_", "of", "_", "text", ">"]);
+        assert_eq!(
+            words("!<end_of_text>"),
+            ["!<", "end", "_", "of", "_", "text", ">"]
+        );
         assert_eq!(words("a\u{345}b"), ["a", "b"]);
+        assert_eq!(words("it'\u{17f}"), ["it", "'\u{17f}"]);
+        assert_eq!(words("<END_of_text>"), ["<END_of_text>"]);
     }
 }

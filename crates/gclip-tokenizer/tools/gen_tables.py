@@ -62,6 +62,14 @@ parts = [
     rs_ranges("NUMBERS", ranges(lambda c: bool(number.match(chr(c))))),
 ]
 
+# Characters CPython's str.lower() changes (Unicode 14): newer case pairs known
+# to Rust's std must stay as they are.
+parts.append(rs_ranges("PY_LOWER_CHANGES", ranges(lambda c: not (0xD800 <= c <= 0xDFFF) and chr(c).lower() != chr(c))))
+
+# Python `re`'s `\\w`, used by one of ftfy's badness rules.
+py_word = re.compile(r"\w")
+parts.append(rs_ranges("PY_WORD", ranges(lambda c: not (0xD800 <= c <= 0xDFFF) and bool(py_word.match(chr(c))))))
+
 # Single-byte codecs ftfy tries, in its order; u32::MAX marks an undefined byte.
 parts.append(f"pub static CHARMAP_NAMES: [&str; {len(chardata.CHARMAP_ENCODINGS)}] = [")
 parts.append(",".join(f'"{e}"' for e in chardata.CHARMAP_ENCODINGS) + "];\n")

@@ -25,7 +25,9 @@ impl std::str::FromStr for LossKind {
         match s.to_ascii_lowercase().as_str() {
             "clip" => Ok(LossKind::Clip),
             "gcl" => Ok(LossKind::Gcl),
-            _ => Err(TrainError::Config(format!("unknown loss `{s}` (expected clip or gcl)"))),
+            _ => Err(TrainError::Config(format!(
+                "unknown loss `{s}` (expected clip or gcl)"
+            ))),
         }
     }
 }
@@ -73,7 +75,11 @@ impl ScoreToWeight {
             ScoreToWeight::Linear => x,
             ScoreToWeight::Reciprocal => 1.0 / x,
             ScoreToWeight::MinMax { min, max, lo, hi } => {
-                let t = if max > min { ((x - min) / (max - min)).clamp(0.0, 1.0) } else { 1.0 };
+                let t = if max > min {
+                    ((x - min) / (max - min)).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
                 lo + t * (hi - lo)
             }
         };
@@ -86,14 +92,27 @@ impl ScoreToWeight {
         let mut parts = lower.split(':');
         let head = parts.next().unwrap_or_default();
         let nums: Vec<f32> = parts
-            .map(|p| p.parse::<f32>().map_err(|_| TrainError::Config(format!("bad number `{p}` in `{s}`"))))
+            .map(|p| {
+                p.parse::<f32>()
+                    .map_err(|_| TrainError::Config(format!("bad number `{p}` in `{s}`")))
+            })
             .collect::<Result<_>>()?;
         match (head, nums.as_slice()) {
             ("none", []) => Ok(ScoreToWeight::None),
             ("linear", []) => Ok(ScoreToWeight::Linear),
             ("reciprocal", []) => Ok(ScoreToWeight::Reciprocal),
-            ("minmax", [min, max]) => Ok(ScoreToWeight::MinMax { min: *min, max: *max, lo: default_lo(), hi: default_hi() }),
-            ("minmax", [min, max, lo, hi]) => Ok(ScoreToWeight::MinMax { min: *min, max: *max, lo: *lo, hi: *hi }),
+            ("minmax", [min, max]) => Ok(ScoreToWeight::MinMax {
+                min: *min,
+                max: *max,
+                lo: default_lo(),
+                hi: default_hi(),
+            }),
+            ("minmax", [min, max, lo, hi]) => Ok(ScoreToWeight::MinMax {
+                min: *min,
+                max: *max,
+                lo: *lo,
+                hi: *hi,
+            }),
             _ => Err(TrainError::Config(format!(
                 "unknown score-to-weight `{s}` (none, linear, reciprocal, minmax:MIN:MAX[:LO:HI])"
             ))),
@@ -188,7 +207,8 @@ pub struct TrainConfig {
     /// Write a resumable checkpoint every N optimizer steps (0: only at the end).
     #[serde(alias = "save_every")]
     pub save_every: usize,
-    /// Resume from this checkpoint directory (written by an earlier run).
+    /// Resume from this checkpoint directory (written by an earlier run; the
+    /// same `model` / `arch` must be given to rebuild the network).
     pub resume: Option<PathBuf>,
     /// Text context length (default: the model's).
     #[serde(alias = "context_length")]
@@ -242,7 +262,11 @@ impl TrainConfig {
     /// against the file's directory.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let mut cfg: TrainConfig = match ext.as_str() {
             "toml" => toml::from_str(&text)
                 .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?,
@@ -269,7 +293,10 @@ impl TrainConfig {
         };
         fix(&mut self.data);
         fix(&mut self.output);
-        for p in [&mut self.eval_data, &mut self.model, &mut self.resume].into_iter().flatten() {
+        for p in [&mut self.eval_data, &mut self.model, &mut self.resume]
+            .into_iter()
+            .flatten()
+        {
             fix(p);
         }
         if let Some(a) = &mut self.arch {
@@ -302,7 +329,12 @@ impl TrainConfig {
                 self.right_weights.len()
             ));
         }
-        if self.left_weights.iter().chain(&self.right_weights).any(|w| !(w.is_finite() && *w >= 0.0)) {
+        if self
+            .left_weights
+            .iter()
+            .chain(&self.right_weights)
+            .any(|w| !(w.is_finite() && *w >= 0.0))
+        {
             return bad("field weights must be finite and non-negative".into());
         }
         if self.batch_size < 2 {
@@ -315,12 +347,15 @@ impl TrainConfig {
             return bad("accumSteps must be at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr >= 0.0) {
-            return bad(format!("learning rate {} is not a non-negative number", self.lr));
+            return bad(format!(
+                "learning rate {} is not a non-negative number",
+                self.lr
+            ));
         }
         if self.lock_image && self.lock_text {
             return bad("both towers are locked: nothing but the logit scale would train".into());
         }
-        if self.model.is_none() && self.arch.is_none() && self.resume.is_none() {
+        if self.model.is_none() && self.arch.is_none() {
             return bad("set `model` (a checkpoint) or `arch` (train from scratch)".into());
         }
         Ok(())
@@ -340,7 +375,15 @@ mod tests {
         assert_eq!(c.right_weights, vec![0.9, 0.1]);
         assert_eq!(c.weight_key.as_deref(), Some("score"));
         assert_eq!(c.epochs, 3);
-        assert_eq!(c.score_to_weight, ScoreToWeight::MinMax { min: 1.0, max: 100.0, lo: 0.01, hi: 1.0 });
+        assert_eq!(
+            c.score_to_weight,
+            ScoreToWeight::MinMax {
+                min: 1.0,
+                max: 100.0,
+                lo: 0.01,
+                hi: 1.0
+            }
+        );
         c.validate().unwrap();
         let t = "data = \"d.jsonl\"\nleft_keys = [\"q\"]\nleft_weights = [1.0]\nscore_to_weight = \"reciprocal\"\nloss = \"clip\"\nmodel = \"m\"\n";
         let c: TrainConfig = toml::from_str(t).unwrap();

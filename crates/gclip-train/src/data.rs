@@ -51,7 +51,11 @@ pub struct Dataset {
 /// Reads every row of a `.csv`, `.jsonl`/`.ndjson`/`.json` (one object per
 /// line) or `.parquet` file.
 pub fn read_table(path: &Path) -> Result<Vec<RawRow>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match ext.as_str() {
         "csv" | "tsv" => read_csv(path, if ext == "tsv" { b'\t' } else { b',' }),
         "jsonl" | "ndjson" | "json" => read_jsonl(path),
@@ -74,7 +78,8 @@ fn read_csv(path: &Path, delim: u8) -> Result<Vec<RawRow>> {
         .clone();
     let mut rows = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
-        let rec = rec.map_err(|e| TrainError::Data(format!("{} row {}: {e}", path.display(), i + 1)))?;
+        let rec =
+            rec.map_err(|e| TrainError::Data(format!("{} row {}: {e}", path.display(), i + 1)))?;
         let row = headers
             .iter()
             .zip(rec.iter())
@@ -104,7 +109,11 @@ fn read_jsonl(path: &Path) -> Result<Vec<RawRow>> {
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| TrainError::Data(format!("{} line {}: {e}", path.display(), i + 1)))?;
         let obj = v.as_object().ok_or_else(|| {
-            TrainError::Data(format!("{} line {}: not a JSON object", path.display(), i + 1))
+            TrainError::Data(format!(
+                "{} line {}: not a JSON object",
+                path.display(),
+                i + 1
+            ))
         })?;
         rows.push(obj.iter().map(|(k, v)| (k.clone(), json_cell(v))).collect());
     }
@@ -123,7 +132,8 @@ fn read_parquet(path: &Path) -> Result<Vec<RawRow>> {
         .map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
     let mut rows = Vec::new();
     for (i, row) in iter.enumerate() {
-        let row = row.map_err(|e| TrainError::Data(format!("{} row {}: {e}", path.display(), i + 1)))?;
+        let row =
+            row.map_err(|e| TrainError::Data(format!("{} row {}: {e}", path.display(), i + 1)))?;
         let mut out = RawRow::new();
         for (name, field) in row.get_column_iter() {
             let cell = match field {
@@ -194,7 +204,9 @@ pub fn examples_from_rows(rows: &[RawRow], cfg: &TrainConfig, base: &Path) -> Re
     for k in needed {
         if !rows.iter().any(|r| r.contains_key(k)) {
             let cols: Vec<&String> = rows.first().map(|r| r.keys().collect()).unwrap_or_default();
-            return Err(TrainError::Data(format!("no column `{k}` (columns: {cols:?})")));
+            return Err(TrainError::Data(format!(
+                "no column `{k}` (columns: {cols:?})"
+            )));
         }
     }
     let mut ds = Dataset::default();
@@ -208,13 +220,17 @@ pub fn examples_from_rows(rows: &[RawRow], cfg: &TrainConfig, base: &Path) -> Re
                     continue;
                 };
                 let Ok(x) = raw.trim().parse::<f32>() else {
-                    ds.rejected.push((n, format!("weight `{raw}` is not a number")));
+                    ds.rejected
+                        .push((n, format!("weight `{raw}` is not a number")));
                     continue;
                 };
                 match cfg.score_to_weight.apply(x) {
                     Some(w) => w,
                     None => {
-                        ds.rejected.push((n, format!("weight of score {x} is not a non-negative number")));
+                        ds.rejected.push((
+                            n,
+                            format!("weight of score {x} is not a non-negative number"),
+                        ));
                         continue;
                     }
                 }
@@ -222,9 +238,14 @@ pub fn examples_from_rows(rows: &[RawRow], cfg: &TrainConfig, base: &Path) -> Re
         };
         let left = side_fields(row, &cfg.left_keys, &cfg.image_keys, base);
         let right = side_fields(row, &cfg.right_keys, &cfg.image_keys, base);
-        let usable = |f: &[Field], w: &[f32]| f.iter().zip(w).any(|(f, w)| *f != Field::Missing && *w > 0.0);
+        let usable = |f: &[Field], w: &[f32]| {
+            f.iter()
+                .zip(w)
+                .any(|(f, w)| *f != Field::Missing && *w > 0.0)
+        };
         if !usable(&left, &cfg.left_weights) || !usable(&right, &cfg.right_weights) {
-            ds.rejected.push((n, "every weighted field of one side is empty".into()));
+            ds.rejected
+                .push((n, "every weighted field of one side is empty".into()));
             continue;
         }
         ds.examples.push(Example {
@@ -271,4 +292,58 @@ pub trait ImageLoader: Send + Sync {
     /// `3 * size * size` floats, channel-major. An unreadable file is an error
     /// (the trainer then skips the row).
     fn load(&self, path: &Path) -> Result<Vec<f32>>;
+}
+
+#[cfg(all(test, feature = "parquet"))]
+mod parquet_tests {
+    use std::sync::Arc;
+
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    use super::*;
+
+    #[test]
+    fn parquet_rows_read_like_csv() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("rows.parquet");
+        let schema = Arc::new(
+            parse_message_type(
+                "message rows { REQUIRED BYTE_ARRAY query (UTF8); OPTIONAL BYTE_ARRAY title (UTF8); REQUIRED DOUBLE score; }",
+            )
+            .unwrap(),
+        );
+        let props = Arc::new(WriterProperties::builder().build());
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = SerializedFileWriter::new(file, schema, props).unwrap();
+        let mut rg = w.next_row_group().unwrap();
+        let mut i = 0;
+        while let Some(mut col) = rg.next_column().unwrap() {
+            match i {
+                0 => {
+                    let v: Vec<ByteArray> = vec!["a b".into(), "c".into()];
+                    col.typed::<ByteArrayType>().write_batch(&v, None, None).unwrap();
+                }
+                1 => {
+                    let v: Vec<ByteArray> = vec!["T".into()];
+                    col.typed::<ByteArrayType>().write_batch(&v, Some(&[1, 0]), None).unwrap();
+                }
+                _ => {
+                    col.typed::<DoubleType>().write_batch(&[2.5, 1.0], None, None).unwrap();
+                }
+            }
+            col.close().unwrap();
+            i += 1;
+        }
+        rg.close().unwrap();
+        w.close().unwrap();
+        let rows = read_table(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["query"].as_deref(), Some("a b"));
+        assert_eq!(rows[0]["title"].as_deref(), Some("T"));
+        assert_eq!(rows[1]["title"], None);
+        assert_eq!(rows[1]["score"].as_deref().map(|s| s.parse::<f64>().unwrap()), Some(1.0));
+    }
 }

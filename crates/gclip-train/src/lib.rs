@@ -9,6 +9,7 @@
 //! - [`schedule::cosine_with_warmup`].
 //! - [`Trainer`]: the loop, with checkpoints, resume, a JSONL log and a plot.
 
+pub mod codecs;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -16,6 +17,8 @@ pub mod losses;
 pub mod metrics;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
 
 pub use config::{LossKind, ScoreToWeight, TrainConfig};
 pub use error::{Result, TrainError};
+pub use trainer::{Progress, TrainSummary, Trainer};

@@ -35,7 +35,11 @@ const MASKED: f32 = -1e9;
 
 /// Divides each row by its L2 norm (differentiable; open_clip's `F.normalize`).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f32::MAX)?;
     Ok(x.broadcast_div(&norm)?)
 }
 
@@ -132,7 +136,10 @@ pub fn gcl_loss(
         )));
     }
     if left_ids.len() != n {
-        return Err(TrainError::Data(format!("{} ids for a batch of {n}", left_ids.len())));
+        return Err(TrainError::Data(format!(
+            "{} ids for a batch of {n}",
+            left_ids.len()
+        )));
     }
     let mask = negatives_mask(left_ids, right_ids, left.device())?.to_dtype(left.dtype())?;
     // The mask is symmetric, so the same additive bias serves both directions.

@@ -34,7 +34,8 @@ pub struct StepRecord {
 pub struct EvalRecord {
     /// Optimizer step at which it was measured (0 = before training).
     pub step: usize,
-    /// Left-to-right recall@1 (a hit: a top-k right item with the query's document id).
+    /// Left-to-right recall@1 (a hit: a top-k right item that is the row's document
+    /// or another document of the same query).
     pub recall_at_1: f32,
     /// Left-to-right recall@5.
     pub recall_at_5: f32,
@@ -72,7 +73,12 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .map_err(|e| TrainError::io(&path, e))?;
-        Ok(MetricsLog { path, file, steps, evals })
+        Ok(MetricsLog {
+            path,
+            file,
+            steps,
+            evals,
+        })
     }
 
     /// Forgets records past `step` (a resumed run repeats them).
@@ -129,7 +135,13 @@ fn line(img: &mut RgbImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), c: Rgb<u
 
 /// Plots `(x, y)` series into the panel whose top edge is `top`, each scaled
 /// to the panel (x shared across series, y per `range`).
-fn panel(img: &mut RgbImage, top: u32, series: &[(Vec<(f32, f32)>, Rgb<u8>)], xmax: f32, yrange: (f32, f32)) {
+fn panel(
+    img: &mut RgbImage,
+    top: u32,
+    series: &[(Vec<(f32, f32)>, Rgb<u8>)],
+    xmax: f32,
+    yrange: (f32, f32),
+) {
     let grey = Rgb([220, 220, 220]);
     let (x0, x1) = (PAD as f32, (W - PAD) as f32);
     let (y0, y1) = ((top + PAD) as f32, (top + H - PAD) as f32);
@@ -172,12 +184,42 @@ pub fn plot_curves(steps: &[StepRecord], evals: &[EvalRecord], path: &Path) -> R
         .unwrap_or(1) as f32;
     let loss: Vec<(f32, f32)> = steps.iter().map(|s| (s.step as f32, s.loss)).collect();
     let eval_loss: Vec<(f32, f32)> = evals.iter().map(|e| (e.step as f32, e.loss)).collect();
-    let all = loss.iter().chain(&eval_loss).map(|p| p.1).filter(|v| v.is_finite());
+    let all = loss
+        .iter()
+        .chain(&eval_loss)
+        .map(|p| p.1)
+        .filter(|v| v.is_finite());
     let (lo, hi) = all.fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(v), b.max(v)));
-    let yr = if lo <= hi { (lo.min(0.0), hi) } else { (0.0, 1.0) };
-    panel(&mut img, 0, &[(loss, Rgb([31, 119, 180])), (eval_loss, Rgb([255, 127, 14]))], xmax, yr);
-    let r1: Vec<(f32, f32)> = evals.iter().map(|e| (e.step as f32, e.recall_at_1)).collect();
-    let r5: Vec<(f32, f32)> = evals.iter().map(|e| (e.step as f32, e.recall_at_5)).collect();
-    panel(&mut img, H, &[(r1, Rgb([44, 160, 44])), (r5, Rgb([214, 39, 40]))], xmax, (0.0, 1.0));
-    img.save(path).map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))
+    let yr = if lo <= hi {
+        (lo.min(0.0), hi)
+    } else {
+        (0.0, 1.0)
+    };
+    panel(
+        &mut img,
+        0,
+        &[
+            (loss, Rgb([31, 119, 180])),
+            (eval_loss, Rgb([255, 127, 14])),
+        ],
+        xmax,
+        yr,
+    );
+    let r1: Vec<(f32, f32)> = evals
+        .iter()
+        .map(|e| (e.step as f32, e.recall_at_1))
+        .collect();
+    let r5: Vec<(f32, f32)> = evals
+        .iter()
+        .map(|e| (e.step as f32, e.recall_at_5))
+        .collect();
+    panel(
+        &mut img,
+        H,
+        &[(r1, Rgb([44, 160, 44])), (r5, Rgb([214, 39, 40]))],
+        xmax,
+        (0.0, 1.0),
+    );
+    img.save(path)
+        .map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))
 }

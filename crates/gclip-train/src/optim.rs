@@ -25,7 +25,12 @@ pub struct AdamWParams {
 impl Default for AdamWParams {
     fn default() -> Self {
         // open_clip's defaults for ViT models
-        AdamWParams { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.2 }
+        AdamWParams {
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-6,
+            weight_decay: 0.2,
+        }
     }
 }
 
@@ -68,9 +73,19 @@ impl AdamW {
             let decay = !no_decay(&name, var.rank());
             let m = var.zeros_like()?;
             let v = var.zeros_like()?;
-            slots.push(Slot { name, var, decay, m, v });
+            slots.push(Slot {
+                name,
+                var,
+                decay,
+                m,
+                v,
+            });
         }
-        Ok(AdamW { params, slots, step: 0 })
+        Ok(AdamW {
+            params,
+            slots,
+            step: 0,
+        })
     }
 
     /// Number of updates done so far.
@@ -93,14 +108,21 @@ impl AdamW {
     /// are, as PyTorch does for `grad is None`.
     pub fn step(&mut self, grads: &BTreeMap<String, Tensor>, lr: f64) -> Result<()> {
         self.step += 1;
-        let AdamWParams { beta1, beta2, eps, weight_decay } = self.params;
+        let AdamWParams {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.params;
         let t = self.step as i32;
         let bc1 = 1.0 - beta1.powi(t);
         let bc2 = 1.0 - beta2.powi(t);
         let step_size = lr / bc1;
         let bc2_sqrt = bc2.sqrt();
         for s in &mut self.slots {
-            let Some(g) = grads.get(&s.name) else { continue };
+            let Some(g) = grads.get(&s.name) else {
+                continue;
+            };
             let g = g.to_dtype(DType::F32)?;
             let mut p = s.var.as_tensor().detach();
             if s.decay && weight_decay != 0.0 {
@@ -146,7 +168,10 @@ impl AdamW {
         for s in &mut self.slots {
             let get = |k: String| {
                 map.get(&k).cloned().ok_or_else(|| {
-                    TrainError::Checkpoint(format!("{}: missing optimizer state {k}", path.display()))
+                    TrainError::Checkpoint(format!(
+                        "{}: missing optimizer state {k}",
+                        path.display()
+                    ))
                 })
             };
             let m = get(format!("m.{}", s.name))?;
@@ -171,7 +196,11 @@ impl AdamW {
 pub fn grad_norm(grads: &BTreeMap<String, Tensor>) -> Result<f64> {
     let mut total = 0f64;
     for g in grads.values() {
-        total += g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        total += g
+            .to_dtype(DType::F32)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f32>()? as f64;
     }
     Ok(total.sqrt())
 }

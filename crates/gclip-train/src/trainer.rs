@@ -92,6 +92,7 @@ pub struct Trainer {
     eval: Option<Dataset>,
     text: Box<dyn TextEncoder>,
     images: Box<dyn ImageLoader>,
+    preprocess: Option<serde_json::Value>,
     context_length: usize,
     step: usize,
     epoch: usize,
@@ -114,8 +115,8 @@ impl Trainer {
         cfg.validate()?;
         let (model_cfg, weights, pre) = crate::codecs::initial_weights(&cfg)?;
         let text = crate::codecs::default_text_encoder()?;
-        let images = crate::codecs::default_image_loader(&model_cfg, pre)?;
-        Self::build(cfg, model_cfg, weights, text, images)
+        let images = crate::codecs::default_image_loader(&model_cfg, pre.as_ref())?;
+        Self::build(cfg, model_cfg, weights, pre, text, images)
     }
 
     /// Builds a trainer with caller-supplied codecs (custom vocabularies, tests).
@@ -125,21 +126,25 @@ impl Trainer {
         images: Box<dyn ImageLoader>,
     ) -> Result<Self> {
         cfg.validate()?;
-        let (model_cfg, weights, _) = crate::codecs::initial_weights(&cfg)?;
-        Self::build(cfg, model_cfg, weights, text, images)
+        let (model_cfg, weights, pre) = crate::codecs::initial_weights(&cfg)?;
+        Self::build(cfg, model_cfg, weights, pre, text, images)
     }
 
     fn build(
         cfg: TrainConfig,
         model_cfg: ClipConfig,
         weights: Weights,
+        preprocess: Option<serde_json::Value>,
         text: Box<dyn TextEncoder>,
         images: Box<dyn ImageLoader>,
     ) -> Result<Self> {
         let device = Device::Cpu;
-        let varmap = weights.to_var_map(&device).map_err(|e| TrainError::Model(e.to_string()))?;
+        let varmap = weights
+            .to_var_map(&device)
+            .map_err(|e| TrainError::Model(e.to_string()))?;
         let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        let model = ClipModel::new(&model_cfg, vb).map_err(|e| TrainError::Model(e.to_string()))?;
+        let model =
+            ClipModel::new(model_cfg.clone(), vb).map_err(|e| TrainError::Model(e.to_string()))?;
         let vars = named_vars(&varmap)?;
         let logit_scale = vars
             .iter()
@@ -155,7 +160,12 @@ impl Trainer {
             .collect();
         let opt = AdamW::new(
             trainable,
-            AdamWParams { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay },
+            AdamWParams {
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: cfg.eps,
+                weight_decay: cfg.weight_decay,
+            },
             is_no_decay,
         )?;
         let train = load_dataset(&cfg.data, &cfg)?;
@@ -185,6 +195,7 @@ impl Trainer {
             eval,
             text,
             images,
+            preprocess,
             context_length,
             step: 0,
             epoch: 0,
@@ -234,7 +245,12 @@ impl Trainer {
     fn epoch_order(&self, epoch: usize) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.train.examples.len()).collect();
         // A fresh stream per epoch makes a resumed run see the same order.
-        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64));
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.cfg
+                .seed
+                .wrapping_mul(0x9E37_79B9)
+                .wrapping_add(epoch as u64),
+        );
         idx.shuffle(&mut rng);
         idx
     }
@@ -252,12 +268,22 @@ impl Trainer {
                         Field::Image(p) => match self.images.load(p) {
                             Ok(px) if px.len() == 3 * size * size => Some(px),
                             Ok(px) => {
-                                tracing::warn!("row {}: {} gave {} values, expected {}", ex.row, p.display(), px.len(), 3 * size * size);
+                                tracing::warn!(
+                                    "row {}: {} gave {} values, expected {}",
+                                    ex.row,
+                                    p.display(),
+                                    px.len(),
+                                    3 * size * size
+                                );
                                 self.skipped_rows += 1;
                                 continue 'rows;
                             }
                             Err(e) => {
-                                tracing::warn!("row {} skipped: image {}: {e}", ex.row, p.display());
+                                tracing::warn!(
+                                    "row {} skipped: image {}: {e}",
+                                    ex.row,
+                                    p.display()
+                                );
                                 self.skipped_rows += 1;
                                 continue 'rows;
                             }
@@ -273,7 +299,7 @@ impl Trainer {
             return Ok(None);
         }
         let n = kept.len();
-        let mut encode_side = |right: bool| -> Result<(Vec<FieldBatch>, Tensor)> {
+        let encode_side = |right: bool| -> Result<(Vec<FieldBatch>, Tensor)> {
             let (keys, wts) = if right {
                 (&self.cfg.right_keys, &self.cfg.right_weights)
             } else {
@@ -286,7 +312,11 @@ impl Trainer {
                 let mut texts: Vec<&str> = Vec::new();
                 let mut pixels: Vec<f32> = Vec::new();
                 for (ex, l, r) in &kept {
-                    let (f, px) = if right { (&ex.right[k], &r[k]) } else { (&ex.left[k], &l[k]) };
+                    let (f, px) = if right {
+                        (&ex.right[k], &r[k])
+                    } else {
+                        (&ex.left[k], &l[k])
+                    };
                     let present = !matches!(f, Field::Missing);
                     alpha.push(if present { *w } else { 0.0 });
                     if is_image {
@@ -307,9 +337,15 @@ impl Trainer {
                     let ids = self.text.encode(&texts, self.context_length)?;
                     let flat: Vec<u32> = ids.iter().flat_map(|r| r.iter().copied()).collect();
                     if flat.len() != n * self.context_length {
-                        return Err(TrainError::Data("tokenizer returned rows of the wrong length".into()));
+                        return Err(TrainError::Data(
+                            "tokenizer returned rows of the wrong length".into(),
+                        ));
                     }
-                    FieldBatch::Text(Tensor::from_vec(flat, (n, self.context_length), &self.device)?)
+                    FieldBatch::Text(Tensor::from_vec(
+                        flat,
+                        (n, self.context_length),
+                        &self.device,
+                    )?)
                 });
             }
             let alpha = Tensor::from_vec(alpha, (keys.len(), n), &self.device)?;
@@ -403,21 +439,28 @@ impl Trainer {
                 }
                 let b = self.batch_in_epoch;
                 let idx = &order[b * bs..((b + 1) * bs).min(order.len())];
-                let rows: Vec<Example> = idx.iter().map(|&i| self.train.examples[i].clone()).collect();
+                let rows: Vec<Example> = idx
+                    .iter()
+                    .map(|&i| self.train.examples[i].clone())
+                    .collect();
                 let refs: Vec<&Example> = rows.iter().collect();
                 self.batch_in_epoch += 1;
                 if let Some(batch) = self.make_batch(&refs)? {
                     let loss = self.batch_loss(&batch)?;
                     let lv = loss.to_scalar::<f32>()?;
                     if !lv.is_finite() {
-                        return Err(TrainError::NonFiniteLoss { step: self.step, value: lv });
+                        return Err(TrainError::NonFiniteLoss {
+                            step: self.step,
+                            value: lv,
+                        });
                     }
                     let grads = loss.backward()?;
                     acc.add(&grads, self.opt.vars())?;
                     step_loss += lv;
                     step_rows += batch.left_ids.len();
                 }
-                let boundary = self.batch_in_epoch % self.cfg.accum_steps == 0 || self.batch_in_epoch == nb;
+                let boundary =
+                    self.batch_in_epoch % self.cfg.accum_steps == 0 || self.batch_in_epoch == nb;
                 if boundary && acc.count() > 0 {
                     let micro = acc.count();
                     let mut grads = acc.take()?;
@@ -455,7 +498,10 @@ impl Trainer {
                     step_loss = 0.0;
                     step_rows = 0;
                     if self.cfg.save_every > 0 && self.step % self.cfg.save_every == 0 {
-                        self.save_checkpoint(&out.join("checkpoints").join(format!("step-{:06}", self.step)))?;
+                        self.save_checkpoint(
+                            &out.join("checkpoints")
+                                .join(format!("step-{:06}", self.step)),
+                        )?;
                         log.plot(&out)?;
                     }
                 }
@@ -510,11 +556,14 @@ impl Trainer {
     fn evaluate_on(&mut self, ds: &Dataset) -> Result<EvalRecord> {
         let mut lefts = Vec::new();
         let mut rights = Vec::new();
+        let mut lids = Vec::new();
         let mut rids = Vec::new();
         let mut losses = Vec::new();
         for chunk in ds.examples.chunks(self.cfg.batch_size) {
             let refs: Vec<&Example> = chunk.iter().collect();
-            let Some(b) = self.make_batch(&refs)? else { continue };
+            let Some(b) = self.make_batch(&refs)? else {
+                continue;
+            };
             let l = fuse_fields(&self.encode_fields(&b.left)?, &b.left_alpha)?.detach();
             let r = fuse_fields(&self.encode_fields(&b.right)?, &b.right_alpha)?.detach();
             let scale = self.logit_scale.as_tensor().detach();
@@ -525,6 +574,7 @@ impl Trainer {
             losses.push(loss.to_scalar::<f32>()?);
             lefts.push(l);
             rights.push(r);
+            lids.extend(b.left_ids);
             rids.extend(b.right_ids);
         }
         if lefts.is_empty() {
@@ -532,7 +582,7 @@ impl Trainer {
         }
         let l = Tensor::cat(&lefts, 0)?;
         let r = Tensor::cat(&rights, 0)?;
-        let (r1, r5) = recall_at(&l, &r, &rids)?;
+        let (r1, r5) = recall_at(&l, &r, &lids, &rids)?;
         Ok(EvalRecord {
             step: self.step,
             recall_at_1: r1,
@@ -551,18 +601,22 @@ impl Trainer {
             epoch: self.epoch,
             batch_in_epoch: self.batch_in_epoch,
             skipped_rows: self.skipped_rows,
-            model_config: self.model_cfg.to_open_clip_json().map_err(|e| TrainError::Model(e.to_string()))?,
+            model_config: self
+                .model_cfg
+                .to_open_clip_json()
+                .map_err(|e| TrainError::Model(e.to_string()))?,
         };
         let p = dir.join("state.json");
-        let text = serde_json::to_string_pretty(&st).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&st).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))
     }
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
         let p = dir.join("state.json");
         let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
-        let st: CheckpointState =
-            serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint(format!("{}: {e}", p.display())))?;
+        let st: CheckpointState = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", p.display())))?;
         let ckpt_cfg = ClipConfig::from_open_clip_json(&st.model_config)
             .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", p.display())))?;
         if ckpt_cfg != self.model_cfg {
@@ -587,7 +641,7 @@ impl Trainer {
     /// Face (`dir/hf`) layouts.
     pub fn save_model(&self, dir: &Path) -> Result<()> {
         let w = self.weights()?;
-        crate::codecs::save_model(&self.model_cfg, &w, dir)
+        crate::codecs::save_model(&self.model_cfg, &w, self.preprocess.as_ref(), dir)
     }
 }
 
@@ -602,17 +656,26 @@ fn named_vars(vm: &VarMap) -> Result<Vec<(String, Var)>> {
 }
 
 /// Left-to-right recall@1 and @5 of `left` rows against all `right` rows
-/// (both normalised); right row `j` is relevant to left row `i` when
-/// `right_ids[j] == right_ids[i]` (row `i`'s own document).
-pub fn recall_at(left: &Tensor, right: &Tensor, right_ids: &[u64]) -> Result<(f32, f32)> {
+/// (both normalised); right row `j` is relevant to left row `i` when it is
+/// row `i`'s document (`right_ids[j] == right_ids[i]`) or was paired with the
+/// same query (`left_ids[j] == left_ids[i]`).
+pub fn recall_at(
+    left: &Tensor,
+    right: &Tensor,
+    left_ids: &[u64],
+    right_ids: &[u64],
+) -> Result<(f32, f32)> {
     let sims: Vec<Vec<f32>> = left.matmul(&right.t()?)?.to_vec2()?;
     let mut hits = [0usize; 2];
     for (i, row) in sims.iter().enumerate() {
         let mut order: Vec<usize> = (0..row.len()).collect();
         order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        let want = right_ids[i];
         for (h, k) in hits.iter_mut().zip([1usize, 5]) {
-            if order.iter().take(k).any(|&j| right_ids[j] == want) {
+            if order
+                .iter()
+                .take(k)
+                .any(|&j| right_ids[j] == right_ids[i] || left_ids[j] == left_ids[i])
+            {
                 *h += 1;
             }
         }

@@ -52,7 +52,10 @@ impl Clip {
 
     /// Loads any checkpoint the model core understands; `arch` for bare weight files.
     pub fn from_path(path: &Path, arch: Option<&str>) -> Result<Self> {
-        let opts = LoadOptions { arch: arch.map(str::to_owned), ..Default::default() };
+        let opts = LoadOptions {
+            arch: arch.map(str::to_owned),
+            ..Default::default()
+        };
         let loaded = gclip_model::load_weights(path, &opts)?;
         let config = loaded.config.clone();
         let image_size = config.vision.image_size;
@@ -64,7 +67,20 @@ impl Clip {
             Some(dir) => PreprocessConfig::from_model_dir(dir)?,
             None => None,
         };
-        let pre_cfg = pre_cfg.unwrap_or_else(|| PreprocessConfig { image_size, ..Default::default() });
+        let mut pre_cfg = pre_cfg.unwrap_or_else(|| PreprocessConfig {
+            image_size: (image_size, image_size),
+            ..Default::default()
+        });
+        if pre_cfg.image_size != (image_size, image_size) {
+            // The towers only accept their own input size; a preprocessor file that disagrees
+            // (seen in hand-edited directories) must not produce tensors the model rejects.
+            tracing::warn!(
+                preprocess = ?pre_cfg.image_size,
+                model = image_size,
+                "preprocessing size differs from the model's image size; using the model's"
+            );
+            pre_cfg.image_size = (image_size, image_size);
+        }
         let id = model_id(path, &config);
         let model = ClipModel::from_weights(config.clone(), &loaded.weights, &Device::Cpu)?;
         Ok(Self {
@@ -146,7 +162,12 @@ impl Clip {
         order.sort_by_key(|&i| ids[i].iter().rposition(|&t| t != 0).unwrap_or(0));
         let mut out = vec![0f32; ids.len() * dim];
         for chunk in order.chunks(self.batch_size) {
-            let width = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1).max(1);
+            let width = chunk
+                .iter()
+                .map(|&i| ids[i].len())
+                .max()
+                .unwrap_or(1)
+                .max(1);
             if width > self.context_length {
                 return Err(Error::Invalid(format!(
                     "{width} tokens exceed the model's context length {}",
@@ -186,7 +207,11 @@ impl Clip {
         let mut emb = Embeddings::empty(dim);
         for chunk in pixels.chunks(per * self.batch_size) {
             let t = Tensor::from_slice(chunk, (chunk.len() / per, 3, s, s), &Device::Cpu)?;
-            let e = self.model.encode_images(&t)?.flatten_all()?.to_vec1::<f32>()?;
+            let e = self
+                .model
+                .encode_images(&t)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             emb.extend(&Embeddings::new(dim, e));
         }
         debug_assert_eq!(emb.len(), n);
@@ -198,8 +223,10 @@ impl Clip {
 
     /// Embeds decoded images.
     pub fn embed_images(&self, images: &[RgbImage], normalized: bool) -> Result<Embeddings> {
-        let pixels: Vec<f32> =
-            images.par_iter().flat_map_iter(|img| self.preprocessor.preprocess(img)).collect();
+        let pixels: Vec<f32> = images
+            .par_iter()
+            .flat_map_iter(|img| self.preprocessor.preprocess(img))
+            .collect();
         self.embed_pixels(&pixels, normalized)
     }
 
@@ -239,8 +266,12 @@ impl Clip {
                     let pre: Vec<Result<Vec<f32>>> = chunk
                         .par_iter()
                         .map(|p| {
-                            let img = gclip_image::load_rgb(p, &self.decode)
-                                .map_err(|source| Error::Image { path: p.clone(), source })?;
+                            let img = gclip_image::load_rgb(p, &self.decode).map_err(|source| {
+                                Error::Image {
+                                    path: p.clone(),
+                                    source,
+                                }
+                            })?;
                             Ok(self.preprocessor.preprocess(&img))
                         })
                         .collect();
@@ -285,7 +316,8 @@ impl Clip {
 }
 
 fn has_tokenizer_files(dir: &Path) -> bool {
-    dir.join("tokenizer.json").is_file() || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file())
+    dir.join("tokenizer.json").is_file()
+        || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file())
 }
 
 /// Identifies the weights for caches: path, size and modification time of the checkpoint, plus
@@ -294,7 +326,16 @@ fn model_id(path: &Path, cfg: &ClipConfig) -> String {
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let stamp = std::fs::metadata(&canon)
         .ok()
-        .and_then(|m| Some((m.len(), m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())))
+        .and_then(|m| {
+            Some((
+                m.len(),
+                m.modified()
+                    .ok()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_secs(),
+            ))
+        })
         .map(|(len, t)| format!("{len}-{t}"))
         .unwrap_or_default();
     let cfg = serde_json::to_string(cfg).unwrap_or_default();

@@ -11,13 +11,20 @@ impl Embeddings {
     /// Wraps row-major `data` of rows of length `dim`. Panics if `dim` does not divide it
     /// (internal invariant; callers build it from model outputs).
     pub fn new(dim: usize, data: Vec<f32>) -> Self {
-        assert!(dim > 0 && data.len() % dim == 0, "embedding buffer of {} is not rows of {dim}", data.len());
+        assert!(
+            dim > 0 && data.len() % dim == 0,
+            "embedding buffer of {} is not rows of {dim}",
+            data.len()
+        );
         Self { dim, data }
     }
 
     /// An empty batch of dimension `dim`.
     pub fn empty(dim: usize) -> Self {
-        Self { dim, data: Vec::new() }
+        Self {
+            dim,
+            data: Vec::new(),
+        }
     }
 
     pub fn dim(&self) -> usize {
@@ -50,7 +57,10 @@ impl Embeddings {
 
     /// Appends the rows of `other` (same dimension).
     pub fn extend(&mut self, other: &Embeddings) {
-        assert_eq!(self.dim, other.dim, "appending embeddings of another dimension");
+        assert_eq!(
+            self.dim, other.dim,
+            "appending embeddings of another dimension"
+        );
         self.data.extend_from_slice(&other.data);
     }
 
@@ -76,7 +86,11 @@ impl Embeddings {
 }
 
 pub(crate) fn normalize(row: &mut [f32]) {
-    let norm = row.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let norm = row
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt();
     if norm > 0.0 {
         let inv = (1.0 / norm) as f32;
         row.iter_mut().for_each(|x| *x *= inv);
@@ -85,10 +99,18 @@ pub(crate) fn normalize(row: &mut [f32]) {
 
 /// Cosine similarity of every row of `a` with every row of `b`: `[a.len()][b.len()]`.
 pub fn cosine_matrix(a: &Embeddings, b: &Embeddings) -> Vec<Vec<f32>> {
-    assert_eq!(a.dim(), b.dim(), "comparing embeddings of different dimensions");
+    assert_eq!(
+        a.dim(),
+        b.dim(),
+        "comparing embeddings of different dimensions"
+    );
     let (a, b) = (a.normalized(), b.normalized());
     a.rows()
-        .map(|ra| b.rows().map(|rb| ra.iter().zip(rb).map(|(x, y)| x * y).sum()).collect())
+        .map(|ra| {
+            b.rows()
+                .map(|rb| ra.iter().zip(rb).map(|(x, y)| x * y).sum())
+                .collect()
+        })
         .collect()
 }
 
@@ -96,8 +118,13 @@ pub fn cosine_matrix(a: &Embeddings, b: &Embeddings) -> Vec<Vec<f32>> {
 pub fn softmax_rows(m: &[Vec<f32>], scale: f32) -> Vec<Vec<f32>> {
     m.iter()
         .map(|row| {
-            let max = row.iter().fold(f64::NEG_INFINITY, |acc, &x| acc.max(scale as f64 * x as f64));
-            let exps: Vec<f64> = row.iter().map(|&x| (scale as f64 * x as f64 - max).exp()).collect();
+            let max = row.iter().fold(f64::NEG_INFINITY, |acc, &x| {
+                acc.max(scale as f64 * x as f64)
+            });
+            let exps: Vec<f64> = row
+                .iter()
+                .map(|&x| (scale as f64 * x as f64 - max).exp())
+                .collect();
             let sum: f64 = exps.iter().sum();
             exps.iter().map(|e| (e / sum) as f32).collect()
         })

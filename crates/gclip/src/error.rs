@@ -8,7 +8,10 @@ pub enum Error {
     #[error(transparent)]
     Tokenizer(#[from] gclip_tokenizer::Error),
     #[error("{path}: {source}")]
-    Image { path: PathBuf, source: gclip_image::ImageError },
+    Image {
+        path: PathBuf,
+        source: gclip_image::ImageError,
+    },
     #[error(transparent)]
     Preprocess(#[from] gclip_image::ImageError),
     #[error("tensor computation failed: {0}")]
@@ -18,7 +21,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

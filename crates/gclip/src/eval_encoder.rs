@@ -11,11 +11,21 @@ pub struct ClipFieldEncoder(pub Clip);
 
 impl FieldEncoder for ClipFieldEncoder {
     fn encode_texts(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, gclip_eval::BoxError> {
-        Ok(self.0.embed_texts(texts, false)?.rows().map(<[f32]>::to_vec).collect())
+        Ok(self
+            .0
+            .embed_texts(texts, false)?
+            .rows()
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     fn encode_images(&mut self, paths: &[PathBuf]) -> Result<Vec<Vec<f32>>, gclip_eval::BoxError> {
-        Ok(self.0.embed_image_files(paths, false)?.rows().map(<[f32]>::to_vec).collect())
+        Ok(self
+            .0
+            .embed_image_files(paths, false)?
+            .rows()
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     fn model_id(&self) -> String {

@@ -26,10 +26,15 @@ impl ModelSource {
     /// As [`ModelSource::resolve`], with an architecture name for bare weight files.
     pub fn resolve_with_arch(explicit: Option<&Path>, arch: Option<&str>) -> Self {
         let path = explicit.map(Path::to_path_buf).or_else(|| {
-            std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+            std::env::var_os(MODEL_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
         });
         match path {
-            Some(path) => ModelSource::Path { path, arch: arch.map(str::to_owned) },
+            Some(path) => ModelSource::Path {
+                path,
+                arch: arch.map(str::to_owned),
+            },
             None => ModelSource::Default,
         }
     }
@@ -66,15 +71,26 @@ pub(crate) fn materialize_default() -> Result<PathBuf> {
         .unwrap_or_else(std::env::temp_dir);
     let dir = base.join("gclip").join(format!("default-{tag:016x}"));
     let weights = dir.join("open_clip_model.safetensors");
-    if weights.is_file() && std::fs::metadata(&weights).map(|m2| m2.len()).ok() == Some(m.weights.len() as u64) {
+    if weights.is_file()
+        && std::fs::metadata(&weights).map(|m2| m2.len()).ok() == Some(m.weights.len() as u64)
+    {
         return Ok(dir);
     }
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
     // Write to temporary names then rename, so a concurrent or interrupted run never leaves a
     // half-written model behind.
-    for (name, bytes) in [("open_clip_config.json", m.config), ("open_clip_model.safetensors", m.weights)] {
+    for (name, bytes) in [
+        ("open_clip_config.json", m.config),
+        ("open_clip_model.safetensors", m.weights),
+    ] {
         let tmp = dir.join(format!("{name}.tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(|source| Error::Io { path: tmp.clone(), source })?;
+        std::fs::write(&tmp, bytes).map_err(|source| Error::Io {
+            path: tmp.clone(),
+            source,
+        })?;
         let dst = dir.join(name);
         std::fs::rename(&tmp, &dst).map_err(|source| Error::Io { path: dst, source })?;
     }
@@ -82,5 +98,7 @@ pub(crate) fn materialize_default() -> Result<PathBuf> {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }

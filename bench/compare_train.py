@@ -1,0 +1,103 @@
+# Run: cd /work/main && /work/refvenv/bin/python bench/compare_train.py [--batch 32] [--steps 20] [--threads 2] [--rounds 2]
+"""Training steps/s of the tiny reference model: open_clip on PyTorch vs gclip-train, side by side.
+
+Both sides start from tests/fixtures/reference/train/tiny (open_clip layout), use the same batch
+shape (random images, full-length texts ending in the largest id), the CLIP loss, a full backward,
+global-norm clipping at 1.0 and AdamW (no decay on gains/biases/embeddings/logit scale). PyTorch
+runs open_clip's model in train mode; gclip-train runs `cargo bench --bench train_step`. Rounds
+alternate between the two; the best round of each is reported with the ratio gclip / PyTorch.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests/fixtures/reference/train/tiny"
+
+
+def torch_steps_per_s(batch, steps, threads):
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(threads)
+    cfg = json.loads((TINY / "open_clip_config.json").read_text())["model_cfg"]
+    with tempfile.TemporaryDirectory() as td:
+        p = Path(td) / "tiny-bench.json"
+        p.write_text(json.dumps(cfg))
+        open_clip.add_model_config(p)
+        model = open_clip.create_model("tiny-bench", pretrained=None)
+    model.load_state_dict(load_file(str(TINY / "open_clip_model.safetensors")), strict=False)
+    model.train()
+    s = cfg["vision_cfg"]["image_size"]
+    ctx = cfg["text_cfg"]["context_length"]
+    vocab = cfg["text_cfg"]["vocab_size"]
+    images = torch.randn(batch, 3, s, s)
+    ids = torch.tensor([[(vocab - 1) if j == ctx - 1 else 1 + ((i * ctx + j) * 7919) % (vocab - 2) for j in range(ctx)] for i in range(batch)])
+
+    def nd(n, p):
+        return p.ndim < 2 or "ln" in n or "bias" in n or "logit_scale" in n or "embedding" in n
+
+    params = list(model.named_parameters())
+    opt = torch.optim.AdamW(
+        [{"params": [p for n, p in params if nd(n, p)], "weight_decay": 0.0},
+         {"params": [p for n, p in params if not nd(n, p)], "weight_decay": 0.2}],
+        lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+    labels = torch.arange(batch)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        img = F.normalize(model.encode_image(images), dim=-1)
+        txt = F.normalize(model.encode_text(ids), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.T
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        return loss.item()
+
+    for _ in range(3):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - t)
+
+
+def gclip_steps_per_s(batch, steps, threads):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run(
+        ["cargo", "bench", "-q", "-p", "gclip-train", "--bench", "train_step", "--", str(batch), str(steps)],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    line = [l for l in out.splitlines() if l.startswith("{")][-1]
+    return json.loads(line)["steps_per_s"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+    best_t, best_g = 0.0, 0.0
+    for _ in range(a.rounds):
+        best_t = max(best_t, torch_steps_per_s(a.batch, a.steps, a.threads))
+        best_g = max(best_g, gclip_steps_per_s(a.batch, a.steps, a.threads))
+    print(f"tiny model (open_clip config {TINY.name}), batch {a.batch}, {a.threads} threads, best of {a.rounds}")
+    print(f"  open_clip / torch : {best_t:8.2f} steps/s  ({best_t * a.batch:8.1f} pairs/s)")
+    print(f"  gclip-train       : {best_g:8.2f} steps/s  ({best_g * a.batch:8.1f} pairs/s)")
+    print(f"  ratio gclip/torch : {best_g / best_t:.2f}")
+
+
+if __name__ == "__main__":
+    main()
