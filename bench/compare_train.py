@@ -33,7 +33,7 @@ def torch_steps_per_s(batch, steps, threads):
         p.write_text(json.dumps(cfg))
         open_clip.add_model_config(p)
         model = open_clip.create_model("tiny-bench", pretrained=None)
-    model.load_state_dict(load_file(str(TINY / "open_clip_model.safetensors")), strict=False)
+    model.load_state_dict(load_file(str(TINY / "open_clip_model.safetensors")), strict=True)
     model.train()
     s = cfg["vision_cfg"]["image_size"]
     ctx = cfg["text_cfg"]["context_length"]

@@ -5,6 +5,7 @@ mod bench;
 mod classify;
 mod common;
 mod convert;
+mod demo;
 mod embed;
 mod eval;
 mod preprocess;
@@ -31,6 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Tour of gclip on a generated shop: search, similarity, zero-shot; writes an HTML page.
+    Demo(demo::Args),
     /// Embed texts and images (JSONL, NPY or safetensors).
     Embed(embed::Args),
     /// Cosine similarity between texts and/or images.
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Similarity(a) => similarity::run(a),
         Command::Classify(a) => classify::run(a),

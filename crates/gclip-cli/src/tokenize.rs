@@ -79,3 +79,34 @@ fn context_length_from_config(dir: &Path) -> Option<usize> {
     as_len(&cfg["text_config"]["max_position_embeddings"])
         .or_else(|| as_len(&cfg["max_position_embeddings"]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("gclip-tokenize-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn context_length_read_from_open_clip_then_hf_config() {
+        let dir = temp_dir("cfg");
+        assert_eq!(context_length_from_config(&dir), None);
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"text_config": {"max_position_embeddings": 64}}"#,
+        )
+        .unwrap();
+        assert_eq!(context_length_from_config(&dir), Some(64));
+        std::fs::write(
+            dir.join("open_clip_config.json"),
+            r#"{"model_cfg": {"text_cfg": {"context_length": 32}}}"#,
+        )
+        .unwrap();
+        assert_eq!(context_length_from_config(&dir), Some(32));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -132,6 +132,9 @@ pub struct EngineModel {
     isa: Isa,
     precision: Precision,
     max_batch: usize,
+    /// Scratch kept between calls so repeated calls do not page in fresh
+    /// buffers; concurrent callers that find it busy use their own.
+    scratch: std::sync::Mutex<Scratch>,
 }
 
 impl std::fmt::Debug for EngineModel {
@@ -427,6 +430,7 @@ impl EngineModel {
             isa: cpu::features().isa,
             precision: p,
             max_batch: opts.max_batch.unwrap_or(32).max(1),
+            scratch: std::sync::Mutex::new(Scratch::default()),
         })
     }
 
@@ -468,11 +472,13 @@ impl EngineModel {
             )));
         }
         let mut out = vec![0.0f32; n * self.embed_dim];
-        let mut scratch = Scratch::default();
+        let mut guard = self.scratch.try_lock().ok();
+        let mut own = Scratch::default();
+        let scratch = guard.as_deref_mut().unwrap_or(&mut own);
         for (i0, chunk) in pixels.chunks(per * self.max_batch).enumerate() {
             let nb = chunk.len() / per;
             let o = &mut out[i0 * self.max_batch * self.embed_dim..][..nb * self.embed_dim];
-            self.vision_forward(chunk, nb, o, &mut scratch);
+            self.vision_forward(chunk, nb, o, scratch);
         }
         Ok(out)
     }
@@ -519,14 +525,16 @@ impl EngineModel {
         order.sort_by_key(|&i| lens[i].0);
         let e = self.embed_dim;
         let mut out = vec![0.0f32; ids.len() * e];
-        let mut scratch = Scratch::default();
+        let mut guard = self.scratch.try_lock().ok();
+        let mut own = Scratch::default();
+        let scratch = guard.as_deref_mut().unwrap_or(&mut own);
         for group in order.chunks(self.max_batch) {
             let len = group.iter().map(|&i| lens[i].0).max().unwrap_or(1);
             let rows: Vec<(&[u32], usize)> = group
                 .iter()
                 .map(|&i| (ids[i].as_slice(), lens[i].1))
                 .collect();
-            let emb = self.text_forward(&rows, len, &mut scratch);
+            let emb = self.text_forward(&rows, len, scratch);
             for (g, &i) in group.iter().enumerate() {
                 out[i * e..(i + 1) * e].copy_from_slice(&emb[g * e..(g + 1) * e]);
             }

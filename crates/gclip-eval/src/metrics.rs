@@ -88,10 +88,14 @@ impl Run {
 
     /// Adds one retrieved document. Duplicates are reported by [`evaluate`].
     pub fn push(&mut self, query: &str, doc: &str, score: f64) {
-        self.queries
-            .entry(query.to_owned())
-            .or_default()
-            .push((doc.to_owned(), score));
+        // Look up before inserting: avoids allocating the query id for every line.
+        let entry = (doc.to_owned(), score);
+        match self.queries.get_mut(query) {
+            Some(v) => v.push(entry),
+            None => {
+                self.queries.insert(query.to_owned(), vec![entry]);
+            }
+        }
     }
 
     /// Retrieved documents of one query, in insertion order.

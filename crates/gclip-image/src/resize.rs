@@ -128,15 +128,6 @@ fn clip8(acc: i32) -> u8 {
 
 const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
-/// Pillow's accumulator: one half plus the fixed-point products. Integer sums do not
-/// depend on the order of addition, so the vectorised reduction equals Pillow's loop.
-#[inline]
-fn dot(p: &[u8], k: &[i32]) -> i32 {
-    p.iter()
-        .zip(k)
-        .fold(HALF, |a, (&p, &k)| a.wrapping_add(p as i32 * k))
-}
-
 /// Resize like Pillow's `img.resize((w, h), Image.BICUBIC)` (antialiased), bit-exact.
 pub fn resize_bicubic_pil(img: &RgbImage, w: u32, h: u32) -> RgbImage {
     resize_pil(img, w, h, Filter::Bicubic)
@@ -187,37 +178,32 @@ pub(crate) fn resize_region(
     let tmp: Vec<u8> = if need_h {
         let hco = Coeffs::new(in_w, out_w, filter);
         let mut tmp = vec![0u8; (row_last - row_first) * stride];
-        // Each row is split into R, G, B planes first so that every output value is a
-        // contiguous u8 x i32 dot product, which the compiler vectorises.
-        let body = |planes: &mut Vec<u8>, (r, out_row): (usize, &mut [u8])| {
+        // Interleaved accumulation measured faster than splitting rows into planes
+        // (the i32 dot products do not vectorise well on baseline x86-64).
+        let body = |(r, out_row): (usize, &mut [u8])| {
             let y = row_first + r;
             let in_row = &src[y * in_w * 3..(y + 1) * in_w * 3];
-            let (p0, rest) = planes.split_at_mut(in_w);
-            let (p1, p2) = rest.split_at_mut(in_w);
-            for (i, px) in in_row.chunks_exact(3).enumerate() {
-                p0[i] = px[0];
-                p1[i] = px[1];
-                p2[i] = px[2];
-            }
             for (xx, px) in (x0..x1).zip(out_row.chunks_exact_mut(3)) {
                 let (s, k) = hco.taps(xx);
-                let e = s + k.len();
-                px[0] = clip8(dot(&p0[s..e], k));
-                px[1] = clip8(dot(&p1[s..e], k));
-                px[2] = clip8(dot(&p2[s..e], k));
+                let pixels = &in_row[s * 3..(s + k.len()) * 3];
+                let (mut a0, mut a1, mut a2) = (HALF, HALF, HALF);
+                for (p, &kx) in pixels.chunks_exact(3).zip(k) {
+                    a0 = a0.wrapping_add(p[0] as i32 * kx);
+                    a1 = a1.wrapping_add(p[1] as i32 * kx);
+                    a2 = a2.wrapping_add(p[2] as i32 * kx);
+                }
+                px[0] = clip8(a0);
+                px[1] = clip8(a1);
+                px[2] = clip8(a2);
             }
         };
-        let scratch = || vec![0u8; 3 * in_w];
         if parallel {
             tmp.par_chunks_mut(stride)
                 .enumerate()
                 .with_min_len(8)
-                .for_each_init(scratch, body);
+                .for_each(body);
         } else {
-            let mut planes = scratch();
-            tmp.chunks_mut(stride)
-                .enumerate()
-                .for_each(|row| body(&mut planes, row));
+            tmp.chunks_mut(stride).enumerate().for_each(body);
         }
         tmp
     } else {

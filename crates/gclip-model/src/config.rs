@@ -725,3 +725,58 @@ impl ClipConfig {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_clip_json_round_trip_keeps_knobs() {
+        let v = json!({
+            "embed_dim": 20, "quick_gelu": true,
+            "vision_cfg": {"image_size": 48, "patch_size": 12, "width": 36, "head_width": 12,
+                "layers": 2, "mlp_ratio": 3.0, "ls_init_value": 0.5, "no_ln_pre": true,
+                "pool_type": "avg", "final_ln_after_pool": true, "norm_kwargs": {"eps": 1e-6}},
+            "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 24, "heads": 3,
+                "layers": 3, "proj_bias": true, "pool_type": "last"}
+        });
+        let c = ClipConfig::from_open_clip_json(&v).unwrap();
+        assert_eq!(c.vision.heads, 3);
+        assert_eq!(c.vision.layer_norm_eps, 1e-6);
+        assert_eq!(c.text.pool, TextPool::Last);
+        let back = ClipConfig::from_open_clip_json(&c.to_open_clip_json().unwrap()).unwrap();
+        assert_eq!(back, c);
+        // The wrapper form of open_clip_config.json is accepted too.
+        let wrapped = json!({"model_cfg": v, "preprocess_cfg": {}});
+        assert_eq!(ClipConfig::from_open_clip_json(&wrapped).unwrap(), c);
+    }
+
+    #[test]
+    fn hf_json_round_trip_and_legacy_eos() {
+        let c = ClipConfig::from_hf_json(&json!({"model_type": "clip"})).unwrap();
+        assert_eq!(
+            (c.embed_dim, c.vision.patch_size, c.vision.heads),
+            (512, 32, 12)
+        );
+        assert_eq!(c.text.pool, TextPool::Eos);
+        assert_eq!(c.text.eos_token_id, 49407);
+        assert_eq!(
+            ClipConfig::from_hf_json(&c.to_hf_json().unwrap()).unwrap(),
+            c
+        );
+        let legacy =
+            ClipConfig::from_hf_json(&json!({"text_config": {"eos_token_id": 2}})).unwrap();
+        assert_eq!(legacy.text.pool, TextPool::Argmax);
+        let e = ClipConfig::from_hf_json(&json!({"model_type": "siglip"})).unwrap_err();
+        assert!(e.to_string().contains("siglip"));
+    }
+
+    #[test]
+    fn open_clip_to_hf_pooling_is_equivalent() {
+        let c = crate::arch::by_name("ViT-B-32-quickgelu").unwrap();
+        let hf = c.to_hf_json().unwrap();
+        assert_eq!(hf["text_config"]["eos_token_id"], 49407);
+        assert_eq!(hf["vision_config"]["hidden_act"], "quick_gelu");
+        assert_eq!(hf["vision_config"]["intermediate_size"], 3072);
+    }
+}

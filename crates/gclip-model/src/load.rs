@@ -316,9 +316,13 @@ fn read_tensor_files(files: &[PathBuf]) -> Result<Vec<(String, Tensor)>> {
             Format::Safetensors => {
                 // SAFETY: the mapping is only read while this function runs and every tensor is
                 // copied out; the file must not be truncated concurrently (as for any mmap).
-                let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }?;
+                let bad = |e: candle_core::Error| {
+                    unrecognised(file, format!("unreadable safetensors: {e}"))
+                };
+                let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
+                    .map_err(bad)?;
                 for (name, _) in st.tensors() {
-                    let t = st.load(&name, &Device::Cpu)?;
+                    let t = st.load(&name, &Device::Cpu).map_err(bad)?;
                     out.push((name, t));
                 }
             }
@@ -327,7 +331,9 @@ fn read_tensor_files(files: &[PathBuf]) -> Result<Vec<(String, Tensor)>> {
                 // do not have that key, which candle reports as an error.
                 let pth = match candle_core::pickle::PthTensors::new(file, Some("state_dict")) {
                     Ok(p) if !p.tensor_infos().is_empty() => p,
-                    _ => candle_core::pickle::PthTensors::new(file, None)?,
+                    _ => candle_core::pickle::PthTensors::new(file, None).map_err(|e| {
+                        unrecognised(file, format!("unreadable PyTorch checkpoint: {e}"))
+                    })?,
                 };
                 let mut names: Vec<String> = pth.tensor_infos().keys().cloned().collect();
                 names.sort();
@@ -335,7 +341,10 @@ fn read_tensor_files(files: &[PathBuf]) -> Result<Vec<(String, Tensor)>> {
                     return Err(unrecognised(file, "PyTorch checkpoint holds no tensors (neither a state dict nor {state_dict: ...})"));
                 }
                 for name in names {
-                    if let Some(t) = pth.get(&name)? {
+                    let t = pth
+                        .get(&name)
+                        .map_err(|e| unrecognised(file, format!("reading tensor `{name}`: {e}")))?;
+                    if let Some(t) = t {
                         out.push((name, t));
                     }
                 }

@@ -201,7 +201,9 @@ pub struct ClipModel {
 
 impl ClipModel {
     /// Builds the model from a `VarBuilder` holding canonical (open_clip) names, e.g. over
-    /// [`Weights::var_builder`] or a `VarMap` for training. Shapes come from `cfg`.
+    /// [`Weights::var_builder`] or a `VarMap` for training (fill it first, e.g. with
+    /// [`Weights::to_var_map`]: variables missing from a `VarMap` would be created with
+    /// candle's default init). Shapes come from `cfg`; dtype and device from `vb`.
     pub fn new(cfg: ClipConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let v = &cfg.vision;

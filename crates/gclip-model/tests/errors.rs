@@ -199,3 +199,30 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(model.encode_texts(&long).is_err());
     let _ = gelu_cfg();
 }
+
+#[test]
+fn corrupt_files_name_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("broken.safetensors");
+    // A plausible header length followed by a truncated JSON header.
+    let mut bytes = 64u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{\"a\": {\"dtype\"");
+    std::fs::write(&st, &bytes).unwrap();
+    let msg = load_weights(&st, &LoadOptions::with_arch("ViT-B-32"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("broken.safetensors"), "{msg}");
+    let junk = tmp.path().join("junk.pt");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let msg = load_weights(&junk, &LoadOptions::with_arch("ViT-B-32"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("junk.pt") && msg.contains("neither"), "{msg}");
+    let msg = load_weights(tmp.path(), &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("open_clip_config.json") && msg.contains("config.json"),
+        "{msg}"
+    );
+}
