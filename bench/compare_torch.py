@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def default_gclip():
     gclip = ROOT / "target/release/gclip"
     if gclip.exists():
-        ok = subprocess.run([str(gclip), "bench", "--help"], capture_output=True).returncode == 0
-        if ok:
+        help_ = subprocess.run([str(gclip), "bench", "--help"], capture_output=True, text=True)
+        # The CLI wires the engine's bench only once it depends on gclip-engine.
+        if help_.returncode == 0 and "--text-tokens" in help_.stdout:
             return [str(gclip), "bench"]
     example = ROOT / "target/release/examples/bench"
     if not example.exists():

@@ -8,6 +8,7 @@ mod convert;
 mod demo;
 mod embed;
 mod eval;
+mod experiment;
 mod preprocess;
 mod similarity;
 mod synth;
@@ -49,6 +50,9 @@ enum Command {
     /// Evaluate retrieval, TREC runs, zero-shot classification or pair recall.
     #[command(subcommand)]
     Eval(eval::Command),
+    /// Reproducible experiments (GCL versus CLIP on the generated shop).
+    #[command(subcommand)]
+    Experiment(experiment::Command),
     /// Generate a procedural product catalogue with images, queries and relevance.
     Synth(synth::Args),
     /// Train a CLIP or GCL model.
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::Preprocess(a) => preprocess::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Eval(c) => eval::run(c),
+        Command::Experiment(c) => experiment::run(c),
         Command::Synth(a) => synth::run(a),
         Command::Train(a) => train::run(a),
         Command::Bench(a) => bench::run(a),

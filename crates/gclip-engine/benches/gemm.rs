@@ -102,7 +102,8 @@ fn main() {
             )
         });
         println!(
-            "gemm M={m:4} K={k:4} N={n:4}: f32 {f32_rate:7.1} GFLOPS   int8 {i8_rate:7.1} GOPS"
+            "gemm M={m:4} K={k:4} N={n:4}: f32 {:7.1} GFLOPS ({:6.1} per CPU-s)   int8 {:7.1} GOPS ({:6.1} per CPU-s)",
+            f32_rate.0, f32_rate.1, i8_rate.0, i8_rate.1
         );
     }
 }

@@ -160,7 +160,7 @@ pub fn run(args: &BenchArgs) -> Result<Vec<BenchResult>, EngineError> {
     let weights =
         Weights::random(&cfg, args.seed).map_err(|e| EngineError::Weight(e.to_string()))?;
     let model = build(&cfg, &weights, args, args.precision)?;
-    let fp32 = if args.precision == Precision::Int8 && args.check_int8 {
+    let fp32 = if model.precision() == Precision::Int8 && args.check_int8 {
         Some(build(&cfg, &weights, args, Precision::Fp32)?)
     } else {
         None

@@ -16,8 +16,10 @@ pub enum Precision {
     #[default]
     Fp32,
     /// Dynamic int8: per-channel int8 weights, per-token int8 activations,
-    /// i32 accumulation (AVX512-VNNI when available). Patch embedding,
-    /// projections, norms and attention stay f32.
+    /// i32 accumulation with AVX512-VNNI. Patch embedding, projections, norms
+    /// and attention stay f32. On a CPU without VNNI the engine runs fp32
+    /// instead (its portable int8 code is slower than the fp32 kernels);
+    /// [`EngineModel::precision`] tells which one is in use.
     Int8,
 }
 
@@ -321,7 +323,10 @@ impl EngineModel {
                 v.image_size, v.patch_size
             )));
         }
-        let p = opts.precision;
+        let p = match opts.precision {
+            Precision::Int8 if !cpu::features().vnni => Precision::Fp32,
+            p => p,
+        };
         let e = cfg.embed_dim;
         let grid = v.grid();
         let npos = v.num_positions();
@@ -449,7 +454,8 @@ impl EngineModel {
         self.isa
     }
 
-    /// Precision of the linear layers.
+    /// Precision of the linear layers actually in use (int8 falls back to
+    /// fp32 without VNNI).
     pub fn precision(&self) -> Precision {
         self.precision
     }

@@ -279,19 +279,7 @@ unsafe fn micro_i8(vnni: bool, t: &Tile<'_>, c: *mut f32, ldc: usize, acc: bool)
     }
     let _ = vnni;
     let mut sums = [[0i32; NR]; MR];
-    for g in 0..t.groups {
-        let bg = &t.b[g * NR * 4..(g + 1) * NR * 4];
-        for (r, row) in sums.iter_mut().take(t.rows).enumerate() {
-            let av = t.a[g * t.rows + r].to_le_bytes();
-            for (j, s) in row.iter_mut().enumerate() {
-                let mut d = 0i32;
-                for q in 0..4 {
-                    d += av[q] as i32 * bg[j * 4 + q] as i32;
-                }
-                *s += d;
-            }
-        }
-    }
+    portable_dot(cpu::features().isa, t, &mut sums);
     for (r, row) in sums.iter().take(t.rows).enumerate() {
         // SAFETY: guaranteed by the caller.
         let out = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), t.ncols) };
@@ -306,6 +294,26 @@ unsafe fn micro_i8(vnni: bool, t: &Tile<'_>, c: *mut f32, ldc: usize, acc: bool)
             *o = v;
         }
     }
+}
+
+/// Integer tile product without VNNI; compiled per ISA so LLVM can
+/// vectorise it (i16 multiplies), though it stays well below VNNI speed.
+#[inline(always)]
+fn portable_dot_body(t: &Tile<'_>, sums: &mut [[i32; NR]; MR]) {
+    for g in 0..t.groups {
+        let bg = &t.b[g * NR * 4..(g + 1) * NR * 4];
+        for (r, row) in sums.iter_mut().take(t.rows).enumerate() {
+            let av = t.a[g * t.rows + r].to_le_bytes();
+            let (a0, a1, a2, a3) = (av[0] as i32, av[1] as i32, av[2] as i32, av[3] as i32);
+            for (s, b) in row.iter_mut().zip(bg.chunks_exact(4)) {
+                *s += a0 * b[0] as i32 + a1 * b[1] as i32 + a2 * b[2] as i32 + a3 * b[3] as i32;
+            }
+        }
+    }
+}
+
+crate::ops::multiversion! {
+    fn portable_dot(t: &Tile<'_>, sums: &mut [[i32; NR]; MR]) => portable_dot_body
 }
 
 #[cfg(target_arch = "x86_64")]

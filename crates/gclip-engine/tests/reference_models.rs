@@ -169,6 +169,39 @@ fn random_vit_b32_matches_candle_reference() {
     }
 }
 
+/// Average pooling with ln_post before and after the pool, and a
+/// non-causal text tower, against candle on a small random model.
+#[test]
+fn pooling_variants_match_candle_reference() {
+    for (final_ln_after_pool, causal) in [(false, true), (true, false)] {
+        let mut cfg = gclip_model::arch::by_name("ViT-S-32").unwrap();
+        cfg.vision.layers = 1;
+        cfg.text.layers = 1;
+        cfg.vision.pool = gclip_model::VisionPool::Avg;
+        cfg.vision.final_ln_after_pool = final_ln_after_pool;
+        cfg.text.causal = causal;
+        let weights = gclip_model::Weights::random(&cfg, 3).unwrap();
+        let reference = ClipModel::from_weights(cfg.clone(), &weights, &Device::Cpu).unwrap();
+        let s = cfg.vision.image_size;
+        let pixels: Vec<f32> = (0..2 * 3 * s * s)
+            .map(|i| ((i * 7919) % 997) as f32 / 500.0 - 1.0)
+            .collect();
+        let px = Tensor::from_vec(pixels.clone(), (2, 3, s, s), &Device::Cpu).unwrap();
+        let want = vec_f32(&reference.encode_images(&px).unwrap());
+        let ids = vec![49406u32, 320, 1125, 49407, 0, 0];
+        let t = Tensor::from_vec(ids.clone(), (1, ids.len()), &Device::Cpu).unwrap();
+        let want_txt = vec_f32(&reference.encode_texts(&t).unwrap());
+        let eng = EngineModel::from_weights(&cfg, &weights, &EngineOptions::default()).unwrap();
+        let d = max_diff(&eng.encode_images(&pixels, 2).unwrap(), &want);
+        assert!(
+            d < 1e-4,
+            "avg pool (ln after pool {final_ln_after_pool}): max |diff| {d}"
+        );
+        let d = max_diff(&eng.encode_texts(&[ids]).unwrap(), &want_txt);
+        assert!(d < 1e-4, "text (causal {causal}): max |diff| {d}");
+    }
+}
+
 /// Many texts of mixed lengths, run in small groups sorted by length, give
 /// the same rows as embedding each text alone.
 #[test]

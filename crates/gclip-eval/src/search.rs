@@ -63,7 +63,7 @@ impl Matrix {
 }
 
 /// Dot product with 8 independent accumulators so the compiler vectorises it.
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let ca = a.chunks_exact(8);
@@ -83,7 +83,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Four dot products of one document row with four query rows, sharing the document
 /// loads; each result is bit-identical to [`dot`] of the same pair.
-#[inline]
+#[inline(always)]
 fn dot4(q: [&[f32]; 4], d: &[f32]) -> [f32; 4] {
     let mut acc = [[0.0f32; 8]; 4];
     let chunks = d
@@ -189,44 +189,7 @@ pub fn top_k(
             let mut start = 0;
             while start < docs.rows {
                 let end = (start + DOC_BLOCK).min(docs.rows);
-                let offer = |h: &mut BinaryHeap<Hit>, d: usize, score: f32| {
-                    let hit = Hit {
-                        score,
-                        tie: tie_rank.map_or(d as u32, |t| t[d]),
-                        doc: d as u32,
-                    };
-                    if h.len() < k {
-                        h.push(hit);
-                    } else if let Some(worst) = h.peek() {
-                        if hit.rank_cmp(worst) == Ordering::Greater {
-                            h.pop();
-                            h.push(hit);
-                        }
-                    }
-                };
-                let mut b = 0;
-                // Groups of four queries share each document row load.
-                while b + 4 <= block.len() {
-                    let q = [
-                        queries.row(block[b]),
-                        queries.row(block[b + 1]),
-                        queries.row(block[b + 2]),
-                        queries.row(block[b + 3]),
-                    ];
-                    for d in start..end {
-                        let s = dot4(q, docs.row(d));
-                        for j in 0..4 {
-                            offer(&mut heaps[b + j], d, s[j]);
-                        }
-                    }
-                    b += 4;
-                }
-                for (h, &q) in heaps[b..].iter_mut().zip(&block[b..]) {
-                    let qv = queries.row(q);
-                    for d in start..end {
-                        offer(h, d, dot(qv, docs.row(d)));
-                    }
-                }
+                scan(queries, docs, block, &mut heaps, start..end, k, tie_rank);
                 start = end;
             }
             heaps.into_iter().map(|h| {
@@ -239,6 +202,89 @@ pub fn top_k(
         })
         .collect();
     Ok(out)
+}
+
+type Tile<'a> = (
+    &'a Matrix,
+    &'a Matrix,
+    &'a [usize],
+    std::ops::Range<usize>,
+    usize,
+    Option<&'a [u32]>,
+);
+
+/// Scores documents `range` against the query `block`, offering hits to the heaps.
+/// Uses AVX2 when the CPU has it: the same code, compiled for wider vectors
+/// (Rust never contracts to FMA, so scores are bit-identical either way).
+fn scan(
+    queries: &Matrix,
+    docs: &Matrix,
+    block: &[usize],
+    heaps: &mut [BinaryHeap<Hit>],
+    range: std::ops::Range<usize>,
+    k: usize,
+    tie_rank: Option<&[u32]>,
+) {
+    let t: Tile = (queries, docs, block, range, k, tie_rank);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { scan_avx2(t, heaps) };
+            return;
+        }
+    }
+    scan_body(t, heaps);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scan_avx2(t: Tile, heaps: &mut [BinaryHeap<Hit>]) {
+    scan_body(t, heaps);
+}
+
+#[inline(always)]
+fn scan_body(t: Tile, heaps: &mut [BinaryHeap<Hit>]) {
+    let (queries, docs, block, range, k, tie_rank) = t;
+    let (start, end) = (range.start, range.end);
+    let offer = |h: &mut BinaryHeap<Hit>, d: usize, score: f32| {
+        let hit = Hit {
+            score,
+            tie: tie_rank.map_or(d as u32, |t| t[d]),
+            doc: d as u32,
+        };
+        if h.len() < k {
+            h.push(hit);
+        } else if let Some(worst) = h.peek() {
+            if hit.rank_cmp(worst) == Ordering::Greater {
+                h.pop();
+                h.push(hit);
+            }
+        }
+    };
+    let mut b = 0;
+    // Groups of four queries share each document row load.
+    while b + 4 <= block.len() {
+        let q = [
+            queries.row(block[b]),
+            queries.row(block[b + 1]),
+            queries.row(block[b + 2]),
+            queries.row(block[b + 3]),
+        ];
+        for d in start..end {
+            let s = dot4(q, docs.row(d));
+            for j in 0..4 {
+                offer(&mut heaps[b + j], d, s[j]);
+            }
+        }
+        b += 4;
+    }
+    for (h, &q) in heaps[b..].iter_mut().zip(&block[b..]) {
+        let qv = queries.row(q);
+        for d in start..end {
+            offer(h, d, dot(qv, docs.row(d)));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -99,7 +99,8 @@ pub fn image_loader(image_size: usize, pre: Option<&Value>) -> Result<ClipImageL
     let size = Some((image_size, image_size));
     let mut cfg = match pre {
         Some(v) if v.get("image_mean").is_some() || v.get("crop_size").is_some() => {
-            gclip_image::PreprocessConfig::from_hf(v).map_err(|e| TrainError::Config(e.to_string()))?
+            gclip_image::PreprocessConfig::from_hf(v)
+                .map_err(|e| TrainError::Config(e.to_string()))?
         }
         Some(v) => gclip_image::PreprocessConfig::from_open_clip(v, size)
             .map_err(|e| TrainError::Config(e.to_string()))?,

@@ -324,14 +324,20 @@ mod parquet_tests {
             match i {
                 0 => {
                     let v: Vec<ByteArray> = vec!["a b".into(), "c".into()];
-                    col.typed::<ByteArrayType>().write_batch(&v, None, None).unwrap();
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&v, None, None)
+                        .unwrap();
                 }
                 1 => {
                     let v: Vec<ByteArray> = vec!["T".into()];
-                    col.typed::<ByteArrayType>().write_batch(&v, Some(&[1, 0]), None).unwrap();
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&v, Some(&[1, 0]), None)
+                        .unwrap();
                 }
                 _ => {
-                    col.typed::<DoubleType>().write_batch(&[2.5, 1.0], None, None).unwrap();
+                    col.typed::<DoubleType>()
+                        .write_batch(&[2.5, 1.0], None, None)
+                        .unwrap();
                 }
             }
             col.close().unwrap();
@@ -344,6 +350,11 @@ mod parquet_tests {
         assert_eq!(rows[0]["query"].as_deref(), Some("a b"));
         assert_eq!(rows[0]["title"].as_deref(), Some("T"));
         assert_eq!(rows[1]["title"], None);
-        assert_eq!(rows[1]["score"].as_deref().map(|s| s.parse::<f64>().unwrap()), Some(1.0));
+        assert_eq!(
+            rows[1]["score"]
+                .as_deref()
+                .map(|s| s.parse::<f64>().unwrap()),
+            Some(1.0)
+        );
     }
 }

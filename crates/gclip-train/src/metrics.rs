@@ -114,6 +114,9 @@ impl MetricsLog {
     }
 }
 
+/// A polyline of (x, y) points and its colour.
+type Series = (Vec<(f32, f32)>, Rgb<u8>);
+
 const W: u32 = 640;
 const H: u32 = 240;
 const PAD: u32 = 16;
@@ -135,13 +138,7 @@ fn line(img: &mut RgbImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), c: Rgb<u
 
 /// Plots `(x, y)` series into the panel whose top edge is `top`, each scaled
 /// to the panel (x shared across series, y per `range`).
-fn panel(
-    img: &mut RgbImage,
-    top: u32,
-    series: &[(Vec<(f32, f32)>, Rgb<u8>)],
-    xmax: f32,
-    yrange: (f32, f32),
-) {
+fn panel(img: &mut RgbImage, top: u32, series: &[Series], xmax: f32, yrange: (f32, f32)) {
     let grey = Rgb([220, 220, 220]);
     let (x0, x1) = (PAD as f32, (W - PAD) as f32);
     let (y0, y1) = ((top + PAD) as f32, (top + H - PAD) as f32);

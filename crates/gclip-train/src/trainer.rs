@@ -68,6 +68,9 @@ enum FieldBatch {
     Image(Tensor),
 }
 
+/// Decoded pixels of each field of one side (`None` for text / missing fields).
+type Pixels = Vec<Option<Vec<f32>>>;
+
 /// A micro-batch ready for the model.
 struct Batch {
     left: Vec<FieldBatch>,
@@ -259,7 +262,7 @@ impl Trainer {
     /// are dropped (and reported). Returns `None` when fewer than 2 rows remain.
     fn make_batch(&mut self, rows: &[&Example]) -> Result<Option<Batch>> {
         let size = self.model_cfg.vision.image_size;
-        let mut kept: Vec<(&Example, Vec<Option<Vec<f32>>>, Vec<Option<Vec<f32>>>)> = Vec::new();
+        let mut kept: Vec<(&Example, Pixels, Pixels)> = Vec::new();
         'rows: for ex in rows {
             let mut sides = [Vec::new(), Vec::new()];
             for (s, fields) in [&ex.left, &ex.right].into_iter().enumerate() {
@@ -459,8 +462,8 @@ impl Trainer {
                     step_loss += lv;
                     step_rows += batch.left_ids.len();
                 }
-                let boundary =
-                    self.batch_in_epoch % self.cfg.accum_steps == 0 || self.batch_in_epoch == nb;
+                let boundary = self.batch_in_epoch.is_multiple_of(self.cfg.accum_steps)
+                    || self.batch_in_epoch == nb;
                 if boundary && acc.count() > 0 {
                     let micro = acc.count();
                     let mut grads = acc.take()?;
@@ -497,7 +500,7 @@ impl Trainer {
                     log.step(rec)?;
                     step_loss = 0.0;
                     step_rows = 0;
-                    if self.cfg.save_every > 0 && self.step % self.cfg.save_every == 0 {
+                    if self.cfg.save_every > 0 && self.step.is_multiple_of(self.cfg.save_every) {
                         self.save_checkpoint(
                             &out.join("checkpoints")
                                 .join(format!("step-{:06}", self.step)),

@@ -269,7 +269,14 @@ fn locked_tower_does_not_move() {
     let after = t.weights().unwrap();
     let mut moved_text = false;
     for (k, v) in init.iter() {
-        let d = (v - after.get(k).unwrap()).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let d = (v - after.get(k).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
         let d = d.to_scalar::<f32>().unwrap();
         if k.starts_with("visual.") {
             assert_eq!(d, 0.0, "{k} moved although the image tower is locked");
@@ -278,5 +285,8 @@ fn locked_tower_does_not_move() {
         }
     }
     assert!(moved_text, "the text tower did not train");
-    assert!(t.optimizer().groups().all(|(n, _)| !n.starts_with("visual.")));
+    assert!(t
+        .optimizer()
+        .groups()
+        .all(|(n, _)| !n.starts_with("visual.")));
 }
