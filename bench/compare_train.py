@@ -6,6 +6,8 @@ shape (random images, full-length texts ending in the largest id), the CLIP loss
 global-norm clipping at 1.0 and AdamW (no decay on gains/biases/embeddings/logit scale). PyTorch
 runs open_clip's model in train mode; gclip-train runs `cargo bench --bench train_step`. Rounds
 alternate between the two; the best round of each is reported with the ratio gclip / PyTorch.
+On a shared, loaded machine PyTorch's 2-thread OpenMP pool suffers most from contention: also
+run `--threads 1` and check `uptime` before trusting a ratio.
 """
 import argparse
 import json

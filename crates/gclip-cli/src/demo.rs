@@ -7,7 +7,7 @@
 //! product's true attributes, each result is marked with the attributes it really has,
 //! so the output shows how good the model is, not just what it returns.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -48,7 +48,7 @@ const TEMPLATE: &str = "a photo of a {}.";
 const MARQO_DEMO_SCALE: f32 = 10.0;
 
 /// A search query built from catalogue attributes, so its true matches are known.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct QuerySpec {
     category: Option<usize>,
     colour: Option<usize>,
@@ -492,60 +492,27 @@ fn to_matrix(e: &Embeddings) -> anyhow::Result<Matrix> {
 /// colour + pattern + category, two colour + category pairs and one bare category,
 /// each of a different category.
 fn pick_queries(products: &[Product]) -> Vec<QuerySpec> {
-    let mut used = Vec::new();
-    let mut out = Vec::new();
-    let best = |key: &dyn Fn(&Attributes) -> Option<QuerySpec>, used: &mut Vec<usize>| {
-        let mut counts: HashMap<(Option<usize>, Option<usize>, Option<usize>), usize> =
-            HashMap::new();
+    // (with colour, with pattern) of each query, in order.
+    let shapes = [(true, true), (true, false), (true, false), (false, false)];
+    let mut out: Vec<QuerySpec> = Vec::new();
+    for (with_colour, with_pattern) in shapes {
+        // A BTreeMap keeps the tie-break among equal counts deterministic.
+        let mut counts: BTreeMap<QuerySpec, usize> = BTreeMap::new();
         for p in products {
-            if let Some(q) = key(&p.attributes) {
-                if q.category.is_some_and(|c| used.contains(&c)) {
-                    continue;
-                }
-                *counts.entry((q.category, q.colour, q.pattern)).or_default() += 1;
+            let a = &p.attributes;
+            let taken = out.iter().any(|q| q.category == Some(a.category));
+            if taken || (with_pattern && a.pattern == PLAIN) {
+                continue;
             }
+            let q = QuerySpec {
+                category: Some(a.category),
+                colour: with_colour.then_some(a.colour),
+                pattern: with_pattern.then_some(a.pattern),
+            };
+            *counts.entry(q).or_default() += 1;
         }
-        // Highest count, then the smallest key, so the choice is deterministic.
-        let (k, _) = counts
-            .into_iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))?;
-        if let Some(c) = k.0 {
-            used.push(c);
-        }
-        Some(QuerySpec {
-            category: k.0,
-            colour: k.1,
-            pattern: k.2,
-        })
-    };
-    let triple = |a: &Attributes| {
-        (a.pattern != PLAIN).then_some(QuerySpec {
-            category: Some(a.category),
-            colour: Some(a.colour),
-            pattern: Some(a.pattern),
-        })
-    };
-    let pair = |a: &Attributes| {
-        Some(QuerySpec {
-            category: Some(a.category),
-            colour: Some(a.colour),
-            pattern: None,
-        })
-    };
-    let single = |a: &Attributes| {
-        Some(QuerySpec {
-            category: Some(a.category),
-            colour: None,
-            pattern: None,
-        })
-    };
-    for key in [
-        &triple as &dyn Fn(&Attributes) -> Option<QuerySpec>,
-        &pair,
-        &pair,
-        &single,
-    ] {
-        if let Some(q) = best(key, &mut used) {
+        // max_by_key keeps the last maximum; iterate in reverse so the smallest key wins.
+        if let Some((q, _)) = counts.into_iter().rev().max_by_key(|(_, n)| *n) {
             out.push(q);
         }
     }

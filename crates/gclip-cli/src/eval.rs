@@ -15,7 +15,7 @@ pub enum Command {
     /// Score a TREC run file against a qrels file (trec_eval definitions, plus MRR@k, ERR, RBP).
     Trec(TrecArgs),
     /// Marqo's GCL retrieval protocol: weighted query sample, top-k cosine retrieval, graded metrics.
-    Retrieval(RetrievalArgs),
+    Retrieval(Box<RetrievalArgs>),
     /// Zero-shot classification of a folder-per-class image set.
     Zeroshot(ZeroshotArgs),
     /// Image-text retrieval recall on image-caption pairs.
@@ -51,9 +51,8 @@ pub struct TrecArgs {
 /// Options shared by the model-based subcommands.
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// Model checkpoint (file or directory).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: crate::common::ModelArgs,
     /// Inputs per encoder call.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
@@ -179,15 +178,10 @@ fn parse_kind(s: &str) -> Result<FieldKind, String> {
     }
 }
 
-// COORDINATOR: replace this stub with `crate::model_encoder` from main.rs and delete it.
-fn model_encoder(_model: Option<&Path>) -> anyhow::Result<Box<dyn FieldEncoder>> {
-    bail!("model loading not wired yet")
-}
-
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Trec(a) => trec(a),
-        Command::Retrieval(a) => retrieval(a),
+        Command::Retrieval(a) => retrieval(*a),
         Command::Zeroshot(a) => zeroshot(a),
         Command::Pairs(a) => pairs(a),
     }
@@ -222,7 +216,7 @@ fn trec(a: TrecArgs) -> anyhow::Result<()> {
 
 /// The model's encoder, wrapped in the on-disk embedding cache unless disabled.
 fn encoder(m: &ModelArgs) -> anyhow::Result<Box<dyn FieldEncoder>> {
-    let enc = model_encoder(m.model.as_deref())?;
+    let enc: Box<dyn FieldEncoder> = Box::new(gclip::ClipFieldEncoder(m.source.load()?));
     if m.no_cache {
         return Ok(enc);
     }

@@ -8,8 +8,8 @@
 //! * L / LA / P / RGBA: grey replicated, palette looked up, alpha dropped (no compositing);
 //! * 16-bit RGB(A) and LA: Pillow keeps the most significant byte;
 //! * 16-bit greyscale (`I;16`): Pillow *clips* to 255 (values are not scaled);
-//! * CMYK JPEG: Adobe files are stored inverted (Pillow's `CMYK;I` raw mode), then
-//!   `nk = 255 - k; c' = nk - c * nk / 255` with Pillow's rounded integer division.
+//! * JPEG: decoded by libjpeg-turbo's own code with Pillow's settings (see the `jpeg`
+//!   module), CMYK converted with Pillow's formula.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -59,7 +59,7 @@ fn decode_err(format: ImageFormat, e: impl std::fmt::Display) -> ImageError {
     }
 }
 
-fn check_dims(w: u32, h: u32, opts: &DecodeOptions) -> Result<()> {
+pub(crate) fn check_dims(w: u32, h: u32, opts: &DecodeOptions) -> Result<()> {
     if w == 0 || h == 0 {
         return Err(ImageError::ZeroSize {
             path: None,
@@ -113,7 +113,7 @@ pub fn decode_rgb(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
     let format =
         image::guess_format(bytes).map_err(|_| ImageError::UnknownFormat { path: None })?;
     match format {
-        ImageFormat::Jpeg => return decode_jpeg(bytes, opts),
+        ImageFormat::Jpeg => return crate::jpeg::decode_jpeg(bytes, opts),
         ImageFormat::Gif => return decode_gif(bytes, opts),
         ImageFormat::Png | ImageFormat::WebP | ImageFormat::Bmp | ImageFormat::Tiff => {}
         _ => return Err(ImageError::UnknownFormat { path: None }),
@@ -191,99 +191,6 @@ fn to_rgb_pil(img: DynamicImage) -> RgbImage {
     }
 }
 
-/// True when the JPEG has an Adobe APP14 segment (which means inverted CMYK).
-fn has_adobe_marker(b: &[u8]) -> bool {
-    let mut i = 2;
-    while i + 4 <= b.len() {
-        if b[i] != 0xFF {
-            return false;
-        }
-        let marker = b[i + 1];
-        if marker == 0xFF {
-            i += 1;
-            continue;
-        }
-        if marker == 0xDA || marker == 0xD9 {
-            return false; // start of scan / end: no more header segments
-        }
-        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
-        if marker == 0xEE && b.get(i + 4..i + 9) == Some(b"Adobe") {
-            return true;
-        }
-        i += 2 + len;
-    }
-    false
-}
-
-/// Decode a JPEG with zune-jpeg in strict mode (truncated data is an error, as in
-/// Pillow). CMYK files get Pillow's conversion; EXIF orientation on request.
-fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
-    use zune_jpeg::errors::DecodeErrors;
-    use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
-    let jerr = |e: DecodeErrors| match e {
-        DecodeErrors::LargeDimensions(_) => ImageError::TooLarge {
-            path: None,
-            what: e.to_string(),
-        },
-        e => decode_err(ImageFormat::Jpeg, e),
-    };
-    let zopts = DecoderOptions::default()
-        .set_strict_mode(true)
-        .set_max_width(opts.max_dimension as usize)
-        .set_max_height(opts.max_dimension as usize);
-    let mut dec = zune_jpeg::JpegDecoder::new_with_options(Cursor::new(bytes), zopts);
-    dec.decode_headers().map_err(jerr)?;
-    let info = dec
-        .info()
-        .ok_or_else(|| decode_err(ImageFormat::Jpeg, "missing frame header"))?;
-    let (w, h) = (info.width as u32, info.height as u32);
-    check_dims(w, h, opts)?;
-    let cmyk = dec.input_colorspace() == Some(ColorSpace::CMYK);
-    // Grey and YCbCr come out as RGB directly (grey replicated, like Pillow's L -> RGB).
-    dec.set_options(zopts.jpeg_set_out_colorspace(if cmyk {
-        ColorSpace::CMYK
-    } else {
-        ColorSpace::RGB
-    }));
-    let raw = dec.decode().map_err(jerr)?;
-    let channels = if cmyk { 4 } else { 3 };
-    if raw.len() != w as usize * h as usize * channels {
-        return Err(decode_err(
-            ImageFormat::Jpeg,
-            "decoded buffer has unexpected size",
-        ));
-    }
-    let img = if cmyk {
-        let invert = if has_adobe_marker(bytes) { 255u8 } else { 0 };
-        let muldiv255 = |a: u32, b: u32| {
-            let t = a * b + 128;
-            ((t >> 8) + t) >> 8
-        };
-        let mut out = Vec::with_capacity(w as usize * h as usize * 3);
-        for p in raw.chunks_exact(4) {
-            let nk = 255 - (p[3] ^ invert) as u32;
-            for &c in &p[..3] {
-                out.push(nk.saturating_sub(muldiv255((c ^ invert) as u32, nk)) as u8);
-            }
-        }
-        RgbImage::from_raw(w, h, out)
-    } else {
-        RgbImage::from_raw(w, h, raw)
-    }
-    .ok_or_else(|| decode_err(ImageFormat::Jpeg, "decoded buffer has unexpected size"))?;
-    if opts.apply_exif_orientation {
-        if let Some(o) = dec
-            .exif()
-            .and_then(|e| image::metadata::Orientation::from_exif_chunk(e))
-        {
-            let mut d = DynamicImage::ImageRgb8(img);
-            d.apply_orientation(o);
-            return Ok(d.into_rgb8());
-        }
-    }
-    Ok(img)
-}
-
 /// First GIF frame on the logical screen, palette-expanded like Pillow's `P` -> `RGB`
 /// (transparent pixels keep their palette colour; alpha is not composited).
 fn decode_gif(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
@@ -337,17 +244,6 @@ fn decode_gif(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pillow_cmyk_formula_endpoints() {
-        let muldiv255 = |a: u32, b: u32| {
-            let t = a * b + 128;
-            ((t >> 8) + t) >> 8
-        };
-        // No ink = white, full key = black, full cyan = no red.
-        assert_eq!(255 - muldiv255(0, 255), 255);
-        assert_eq!(255u32.saturating_sub(muldiv255(255, 255)), 0);
-    }
 
     #[test]
     fn unknown_bytes_are_rejected() {

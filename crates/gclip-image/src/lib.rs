@@ -17,6 +17,7 @@
 mod config;
 mod decode;
 mod error;
+mod jpeg;
 mod preprocess;
 mod resize;
 

@@ -87,6 +87,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// A CLIP BPE tokenizer. `Send + Sync`; its word cache is shared safely
 /// across threads, so wrap it in an `Arc` to share.
+///
+/// ```
+/// let tok = gclip_tokenizer::Tokenizer::openai();
+/// // Ids as printed by `open_clip.tokenize("a photo of a cat")`.
+/// let row = tok.tokenize("a photo of a cat", 77);
+/// assert_eq!(row[..7], [49406, 320, 1125, 539, 320, 2368, 49407]);
+/// assert!(row[7..].iter().all(|&id| id == 0));
+/// assert_eq!(tok.decode(&row[1..6]), "a photo of a cat ");
+/// ```
 pub struct Tokenizer {
     bpe: Bpe,
     sot: u32,
@@ -107,7 +116,8 @@ impl std::fmt::Debug for Tokenizer {
 
 impl Tokenizer {
     /// The default OpenAI CLIP vocabulary shipped with the crate
-    /// (49,408 tokens; SOT = 49406, EOT = 49407).
+    /// (49,408 tokens; SOT = 49406, EOT = 49407). Each call decompresses and
+    /// indexes the merges (tens of milliseconds): build once and share.
     pub fn openai() -> Tokenizer {
         // The embedded data is fixed at compile time and covered by tests, so
         // a failure here is a build defect rather than a user error.

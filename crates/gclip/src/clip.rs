@@ -196,7 +196,7 @@ impl Clip {
     pub fn embed_pixels(&self, pixels: &[f32], normalized: bool) -> Result<Embeddings> {
         let s = self.config().vision.image_size;
         let per = 3 * s * s;
-        if pixels.len() % per != 0 {
+        if !pixels.len().is_multiple_of(per) {
             return Err(Error::Invalid(format!(
                 "pixel buffer of {} values is not a whole number of 3x{s}x{s} images",
                 pixels.len()

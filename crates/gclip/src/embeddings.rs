@@ -12,7 +12,7 @@ impl Embeddings {
     /// (internal invariant; callers build it from model outputs).
     pub fn new(dim: usize, data: Vec<f32>) -> Self {
         assert!(
-            dim > 0 && data.len() % dim == 0,
+            dim > 0 && data.len().is_multiple_of(dim),
             "embedding buffer of {} is not rows of {dim}",
             data.len()
         );
