@@ -16,6 +16,21 @@ pub struct ModelArgs {
     /// open_clip architecture name for a bare weight file (e.g. ViT-B-32).
     #[arg(long, value_name = "NAME")]
     pub arch: Option<String>,
+    /// Precision of the CPU engine's linear layers (int8: dynamic quantisation with VNNI).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: PrecisionArg,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Run the towers on candle (the reference path) instead of gclip's CPU engine.
+    #[arg(long)]
+    pub reference: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    Fp32,
+    Int8,
 }
 
 impl ModelArgs {
@@ -26,7 +41,27 @@ impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Clip> {
         let source = self.source();
         tracing::info!(model = %source.describe(), "loading model");
-        Clip::load(&source).with_context(|| format!("loading model {}", source.describe()))
+        if self.threads == Some(0) {
+            bail!("--threads must be at least 1");
+        }
+        if let Some(n) = self.threads {
+            // Image decoding shares the global pool; size it like the engine's.
+            let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        }
+        let runtime = gclip::RuntimeOptions {
+            backend: if self.reference { gclip::Backend::Candle } else { gclip::Backend::Engine },
+            precision: match self.precision {
+                PrecisionArg::Fp32 => gclip::Precision::Fp32,
+                PrecisionArg::Int8 => gclip::Precision::Int8,
+            },
+            threads: self.threads,
+        };
+        let clip = Clip::load_with(&source, &runtime)
+            .with_context(|| format!("loading model {}", source.describe()))?;
+        if self.precision == PrecisionArg::Int8 && clip.runtime().1 != gclip::Precision::Int8 {
+            tracing::warn!("this CPU has no AVX512-VNNI: running fp32 instead of int8");
+        }
+        Ok(clip)
     }
 }
 

@@ -113,6 +113,18 @@ struct Page {
     sections: Vec<(String, String)>,
 }
 
+/// The generated shop with its embeddings: what every section searches.
+struct Shop {
+    products: Vec<Product>,
+    /// Image paths relative to the page (and to `--out`).
+    rel: Vec<String>,
+    images: Embeddings,
+    image_m: Matrix,
+    title_m: Matrix,
+    /// Image and title embeddings fused with [`FUSION_WEIGHTS`].
+    fused_m: Matrix,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     if args.products < 20 {
@@ -124,8 +136,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.top == 0 {
         bail!("--top must be at least 1");
     }
-    prepare_out(&args.out)?;
+    // The model first: without one there is nothing to show, so nothing is written.
     let clip = load_model(&args.model)?;
+    prepare_out(&args.out)?;
     let size = clip.config().vision.image_size;
     println!(
         "gclip demo: model {} ({}-d embeddings, {size}px images)",
@@ -144,8 +157,57 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..Page::default()
     };
 
-    // 1. Catalogue.
     println!("\n1. Catalogue");
+    let (products, rel) = make_catalogue(&args, size, &mut page)?;
+    println!("\n2. Embedding");
+    let shop = embed_shop(&clip, &args.out, products, rel)?;
+
+    println!("\n3. Text-to-image search (query text vs product images, cosine)");
+    let queries = pick_queries(&shop.products);
+    let query_texts: Vec<String> = queries.iter().map(QuerySpec::text).collect();
+    let query_m = to_matrix(&clip.embed_texts(&query_texts, true)?)?;
+    let image_results = search_blocks(&query_m, &shop.image_m, &queries, &shop, args.top)?;
+    print_blocks(&image_results, &shop.products);
+    page.sections.push((
+        "Text-to-image search".into(),
+        html_blocks(&image_results, &shop),
+    ));
+
+    println!("\n4. Image-to-image search (nearest product images)");
+    let html = image_search(&shop, args.top)?;
+    page.sections.push(("Image-to-image search".into(), html));
+
+    println!(
+        "\n5. Multi-field search (documents = {} x image + {} x title, fused as Marqo does)",
+        FUSION_WEIGHTS[0], FUSION_WEIGHTS[1]
+    );
+    let html = multi_field_search(&shop, &queries, &query_m, &image_results, args.top)?;
+    page.sections
+        .push(("Multi-field search (image 0.9 + title 0.1)".into(), html));
+
+    println!("\n6. Zero-shot classification (\"{TEMPLATE}\" over the categories)");
+    let html = zero_shot(&clip, &shop)?;
+    page.sections
+        .push(("Zero-shot classification".into(), html));
+
+    println!("\n7. Examples");
+    let html = seed_examples(&clip, size, &args.out, args.seed)?;
+    page.sections.push(("Examples".into(), html));
+
+    let index = args.out.join("index.html");
+    write_page(&index, &page)?;
+    println!("\nHTML page: {}", index.display());
+    println!("done in {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes the catalogue into DIR/catalogue; returns its products and their image paths
+/// relative to DIR.
+fn make_catalogue(
+    args: &Args,
+    size: usize,
+    page: &mut Page,
+) -> anyhow::Result<(Vec<Product>, Vec<String>)> {
     let cat_dir = args.out.join("catalogue");
     let cfg = SynthConfig {
         seed: args.seed,
@@ -156,6 +218,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         image_size: u32::try_from(size).context("model image size does not fit in u32")?,
         ..SynthConfig::default()
     };
+    // The writer does not hand back its in-memory catalogue; generation is a pure
+    // function of the configuration, so this is the same one (attributes included).
     let catalog = Catalog::generate(&cfg).context("generating the catalogue")?;
     let bar = common::progress(catalog.products.len() as u64, "drawing products");
     gclip_synth::generate(&cfg, &cat_dir, |p| {
@@ -165,13 +229,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })
     .with_context(|| format!("writing the catalogue into {}", cat_dir.display()))?;
     bar.finish_and_clear();
-    let products = &catalog.products;
-    // Paths relative to the page, and absolute-ish ones for loading.
+    let products = catalog.products;
     let rel: Vec<String> = products
         .iter()
-        .map(|p| format!("catalogue/{}", image_path(p, &cfg)))
+        .map(|p| {
+            format!(
+                "catalogue/{}",
+                gclip_synth::write::image_path(p, cfg.image_format)
+            )
+        })
         .collect();
-    let files: Vec<PathBuf> = rel.iter().map(|r| args.out.join(r)).collect();
     println!(
         "   {} products ({} categories, {} colours, {} patterns) in {}",
         products.len(),
@@ -202,21 +269,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             products.len()
         ),
     ));
+    Ok((products, rel))
+}
 
-    // 2. Embeddings.
-    println!("\n2. Embedding");
+/// Embeds every product image and title and builds the three document matrices.
+fn embed_shop(
+    clip: &Clip,
+    out: &Path,
+    products: Vec<Product>,
+    rel: Vec<String>,
+) -> anyhow::Result<Shop> {
     let t = Instant::now();
-    let images = embed_files(&clip, &files)?;
+    let files: Vec<PathBuf> = rel.iter().map(|r| out.join(r)).collect();
+    let images = embed_files(clip, &files)?;
     let titles: Vec<&str> = products.iter().map(|p| p.title.as_str()).collect();
-    let title_emb = embed_texts(&clip, &titles)?;
+    let title_emb = embed_texts(clip, &titles)?;
     println!(
         "   {} images and {} titles in {:.1} s",
         images.len(),
         title_emb.len(),
         t.elapsed().as_secs_f64()
     );
-    let image_m = to_matrix(&images)?;
-    let title_m = to_matrix(&title_emb)?;
     let fused_rows: Vec<Vec<f32>> = images
         .rows()
         .zip(title_emb.rows())
@@ -225,33 +298,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .context("internal: fusing image and title embeddings")
         })
         .collect::<anyhow::Result<_>>()?;
-    let fused_m = Matrix::from_rows(&fused_rows)?;
+    Ok(Shop {
+        image_m: to_matrix(&images)?,
+        title_m: to_matrix(&title_emb)?,
+        fused_m: Matrix::from_rows(&fused_rows)?,
+        images,
+        products,
+        rel,
+    })
+}
 
-    // 3. Text-to-image search.
-    println!("\n3. Text-to-image search (query text vs product images, cosine)");
-    let queries = pick_queries(products);
-    let query_texts: Vec<String> = queries.iter().map(QuerySpec::text).collect();
-    let query_emb = clip.embed_texts(&query_texts, true)?;
-    let query_m = to_matrix(&query_emb)?;
-    let image_results = search_blocks(&query_m, &image_m, &queries, products, args.top)?;
-    print_blocks(&image_results, products);
-    page.sections.push((
-        "Text-to-image search".into(),
-        html_blocks(&image_results, products, &rel),
-    ));
-
-    // 4. Image-to-image search.
-    println!("\n4. Image-to-image search (nearest product images)");
-    let seeds = pick_image_queries(products);
-    let mut i2i = Vec::new();
-    for &s in &seeds {
-        let q = Matrix::from_rows(&[images.row(s).to_vec()])?;
-        let ranked = top_k(&q, &image_m, args.top + 1, None)?;
+/// Nearest neighbours of two product images, marked by the attributes they share.
+fn image_search(shop: &Shop, top: usize) -> anyhow::Result<String> {
+    let products = &shop.products;
+    let mut blocks = Vec::new();
+    for s in pick_image_queries(products) {
+        let q = Matrix::from_rows(&[shop.images.row(s).to_vec()])?;
+        // One extra: the product itself comes first.
+        let ranked = top_k(&q, &shop.image_m, top + 1, None)?;
         let a = products[s].attributes;
         let hits: Vec<Hit> = ranked[0]
             .iter()
             .filter(|(d, _)| *d != s)
-            .take(args.top)
+            .take(top)
             .map(|&(d, score)| {
                 let b = products[d].attributes;
                 Hit {
@@ -265,144 +334,104 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        i2i.push(ResultBlock {
+        blocks.push(ResultBlock {
             title: format!("{} ({})", products[s].product_id, products[s].title),
-            query_image: Some(rel[s].clone()),
-            note: summary(&hits, args.top),
+            query_image: Some(shop.rel[s].clone()),
+            note: summary(&hits, top),
             hits,
         });
     }
-    print_blocks(&i2i, products);
-    page.sections.push((
-        "Image-to-image search".into(),
-        html_blocks(&i2i, products, &rel),
-    ));
+    print_blocks(&blocks, products);
+    Ok(html_blocks(&blocks, shop))
+}
 
-    // 5. Multi-field search.
-    println!(
-        "\n5. Multi-field search (documents = {} x image + {} x title, fused as Marqo does)",
-        FUSION_WEIGHTS[0], FUSION_WEIGHTS[1]
-    );
-    let fused_results = search_blocks(&query_m, &fused_m, &queries, products, args.top)?;
-    let title_results = search_blocks(&query_m, &title_m, &queries, products, args.top)?;
-    print_blocks(&fused_results, products);
+/// The text queries against fused image + title documents, compared with each field alone.
+fn multi_field_search(
+    shop: &Shop,
+    queries: &[QuerySpec],
+    query_m: &Matrix,
+    image_results: &[ResultBlock],
+    top: usize,
+) -> anyhow::Result<String> {
+    let fused_results = search_blocks(query_m, &shop.fused_m, queries, shop, top)?;
+    let title_results = search_blocks(query_m, &shop.title_m, queries, shop, top)?;
+    print_blocks(&fused_results, &shop.products);
     let mut cmp = String::from(
         "<table><tr><th>query</th><th>image only</th><th>title only</th><th>image+title</th></tr>",
     );
     println!(
-        "   exact matches in the top {} by document field:\n     {:<32} {:>6} {:>6} {:>6}",
-        args.top, "query", "image", "title", "fused"
+        "   exact matches in the top {top} by document field:\n     {:<32} {:>6} {:>6} {:>6}",
+        "query", "image", "title", "fused"
     );
     let n_match = |b: &ResultBlock| b.hits.iter().filter(|h| all_ok(&h.marks)).count();
-    for (((q, a), b), c) in query_texts
+    for ((q, a), (b, c)) in queries
         .iter()
-        .zip(&image_results)
-        .zip(&title_results)
-        .zip(&fused_results)
+        .zip(image_results)
+        .zip(title_results.iter().zip(&fused_results))
     {
-        println!(
-            "     {:<32} {:>6} {:>6} {:>6}",
-            q,
-            n_match(a),
-            n_match(b),
-            n_match(c)
-        );
+        let (q, a, b, c) = (q.text(), n_match(a), n_match(b), n_match(c));
+        println!("     {q:<32} {a:>6} {b:>6} {c:>6}");
         let _ = write!(
             cmp,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(q),
-            n_match(a),
-            n_match(b),
-            n_match(c)
+            "<tr><td>{}</td><td>{a}</td><td>{b}</td><td>{c}</td></tr>",
+            esc(&q)
         );
     }
     cmp.push_str("</table>");
-    page.sections.push((
-        "Multi-field search (image 0.9 + title 0.1)".into(),
-        format!(
-            "<p>Exact matches in the top {} per document representation:</p>{cmp}{}",
-            args.top,
-            html_blocks(&fused_results, products, &rel)
-        ),
-    ));
+    Ok(format!(
+        "<p>Exact matches in the top {top} per document representation:</p>{cmp}{}",
+        html_blocks(&fused_results, shop)
+    ))
+}
 
-    // 6. Zero-shot classification.
-    println!("\n6. Zero-shot classification (\"{TEMPLATE}\" over the categories)");
+/// Category classification of a few products shown, and accuracy over all of them.
+fn zero_shot(clip: &Clip, shop: &Shop) -> anyhow::Result<String> {
+    let products = &shop.products;
     let labels: Vec<String> = CATEGORIES.iter().map(|c| c.name.to_owned()).collect();
-    let classifier = ZeroShotClassifier::new(&clip, &labels, &[TEMPLATE.to_owned()], None)
+    let classifier = ZeroShotClassifier::new(clip, &labels, &[TEMPLATE.to_owned()], None)
         .context("embedding the category labels")?;
-    let preds = classifier.classify(&images, 3);
-    let correct = preds
-        .iter()
-        .zip(products)
-        .filter(|(p, prod)| {
-            p.first()
-                .is_some_and(|t| t.label == CATEGORIES[prod.attributes.category].name)
-        })
-        .count();
-    let mut zs_html = String::from("<div class=grid>");
-    let shown: Vec<usize> = pick_distinct_categories(products, 6);
-    for &i in &shown {
-        let truth = CATEGORIES[products[i].attributes.category].name;
+    let preds = classifier.classify(&shop.images, 3);
+    let truth = |i: usize| CATEGORIES[products[i].attributes.category].name;
+    let right = |i: usize| preds[i].first().is_some_and(|p| p.label == truth(i));
+    let correct = (0..products.len()).filter(|&i| right(i)).count();
+    let mut grid = String::from("<div class=grid>");
+    for i in pick_distinct_categories(products, 6) {
         let top: Vec<String> = preds[i]
             .iter()
             .map(|p| format!("{} {:.2}", p.label, p.probability))
             .collect();
-        let ok = preds[i].first().is_some_and(|p| p.label == truth);
         println!(
             "   {}  true {:<10} {}  predicted {}",
             products[i].product_id,
-            truth,
-            if ok { "right" } else { "wrong" },
+            truth(i),
+            if right(i) { "right" } else { "wrong" },
             top.join(", ")
         );
         let _ = write!(
-            zs_html,
+            grid,
             "<figure class={}><img src=\"{}\"><figcaption>really <b>{}</b><br>{}</figcaption></figure>",
-            if ok { "ok" } else { "bad" },
-            esc(&rel[i]),
-            truth,
-            top.iter().map(|t| esc(t)).collect::<Vec<_>>().join("<br>")
+            if right(i) { "ok" } else { "bad" },
+            esc(&shop.rel[i]),
+            truth(i),
+            esc(&top.join("\n")).replace('\n', "<br>")
         );
     }
-    zs_html.push_str("</div>");
-    let acc = correct as f64 / products.len() as f64;
+    grid.push_str("</div>");
+    let acc = 100.0 * correct as f64 / products.len() as f64;
+    let chance = 100.0 / labels.len() as f64;
     println!(
-        "   accuracy over all {} products: {:.1}% (chance {:.1}%), softmax scale {:.1}",
+        "   accuracy over all {} products: {acc:.1}% (chance {chance:.1}%), softmax scale {:.1}",
         products.len(),
-        100.0 * acc,
-        100.0 / labels.len() as f64,
         classifier.scale()
     );
-    page.sections.push((
-        "Zero-shot classification".into(),
-        format!(
-            "<p>Prompt \"{}\", {} category labels, softmax at the model's scale {:.1}. \
-             Top-1 accuracy over all {} products: <b>{:.1}%</b> (chance {:.1}%).</p>{zs_html}",
-            esc(TEMPLATE),
-            labels.len(),
-            classifier.scale(),
-            products.len(),
-            100.0 * acc,
-            100.0 / labels.len() as f64
-        ),
-    ));
-
-    // 7. The two classic examples.
-    println!("\n7. Examples");
-    let examples = args.out.join("examples");
-    std::fs::create_dir_all(&examples)
-        .with_context(|| format!("creating {}", examples.display()))?;
-    page.sections.push((
-        "Examples".into(),
-        seed_examples(&clip, size, &args.out, args.seed)?,
-    ));
-
-    let index = args.out.join("index.html");
-    write_page(&index, &page)?;
-    println!("\nHTML page: {}", index.display());
-    println!("done in {:.1} s", start.elapsed().as_secs_f64());
-    Ok(())
+    Ok(format!(
+        "<p>Prompt \"{}\", {} category labels, softmax at the model's scale {:.1}. \
+         Top-1 accuracy over all {} products: <b>{acc:.1}%</b> (chance {chance:.1}%).</p>{grid}",
+        esc(TEMPLATE),
+        labels.len(),
+        classifier.scale(),
+        products.len(),
+    ))
 }
 
 /// Refuses to scatter files into a directory that holds something else.
@@ -442,10 +471,6 @@ fn load_model(args: &ModelArgs) -> anyhow::Result<Clip> {
             e
         }
     })
-}
-
-fn image_path(p: &Product, cfg: &SynthConfig) -> String {
-    gclip_synth::write::image_path(p, cfg.image_format)
 }
 
 fn embed_files(clip: &Clip, files: &[PathBuf]) -> anyhow::Result<Embeddings> {
@@ -553,9 +578,10 @@ fn search_blocks(
     queries: &Matrix,
     docs: &Matrix,
     specs: &[QuerySpec],
-    products: &[Product],
+    shop: &Shop,
     top: usize,
 ) -> anyhow::Result<Vec<ResultBlock>> {
+    let products = &shop.products;
     let ranked = top_k(queries, docs, top, None)?;
     Ok(specs
         .iter()
@@ -627,7 +653,8 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn html_blocks(blocks: &[ResultBlock], products: &[Product], rel: &[String]) -> String {
+fn html_blocks(blocks: &[ResultBlock], shop: &Shop) -> String {
+    let (products, rel) = (&shop.products, &shop.rel);
     let mut s = String::new();
     for b in blocks {
         let _ = write!(s, "<h3>");

@@ -5,6 +5,7 @@ use std::sync::mpsc;
 
 use candle_core::{Device, Tensor};
 use gclip_image::{DecodeOptions, PreprocessConfig, Preprocessor, RgbImage};
+use gclip_engine::{EngineModel, EngineOptions, Precision};
 use gclip_model::{ClipConfig, ClipModel, LoadOptions};
 use gclip_tokenizer::Tokenizer;
 use rayon::prelude::*;
@@ -16,9 +17,36 @@ use crate::source::{materialize_default, ModelSource};
 /// Default number of items per forward pass.
 const DEFAULT_BATCH: usize = 16;
 
+/// Which implementation runs the towers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// gclip's own CPU kernels (packed GEMM, fused ops, optional int8): the fast path.
+    #[default]
+    Engine,
+    /// The candle model: the reference path, also the one training uses.
+    Candle,
+}
+
+/// How a loaded model runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    pub backend: Backend,
+    /// Engine precision (int8 is dynamic quantisation of the linear layers).
+    pub precision: Precision,
+    /// Engine worker threads; `None` = all cores.
+    pub threads: Option<usize>,
+}
+
+enum Towers {
+    Engine(Box<EngineModel>),
+    Candle(Box<ClipModel>),
+}
+
 /// A CLIP model ready to embed: weights, tokenizer, image preprocessing.
 pub struct Clip {
-    model: ClipModel,
+    towers: Towers,
+    config: ClipConfig,
+    logit_scale: f32,
     tokenizer: Tokenizer,
     preprocessor: Preprocessor,
     decode: DecodeOptions,
@@ -37,13 +65,18 @@ pub enum ImageOutcome {
 }
 
 impl Clip {
-    /// Loads a model from `source` (see [`ModelSource::resolve`]).
+    /// Loads a model from `source` (see [`ModelSource::resolve`]) on the fast CPU engine.
     pub fn load(source: &ModelSource) -> Result<Self> {
+        Self::load_with(source, &RuntimeOptions::default())
+    }
+
+    /// Loads a model from `source` with explicit runtime options.
+    pub fn load_with(source: &ModelSource, runtime: &RuntimeOptions) -> Result<Self> {
         match source {
-            ModelSource::Path { path, arch } => Self::from_path(path, arch.as_deref()),
+            ModelSource::Path { path, arch } => Self::from_path(path, arch.as_deref(), runtime),
             ModelSource::Default => {
                 let dir = materialize_default()?;
-                let mut clip = Self::from_path(&dir, None)?;
+                let mut clip = Self::from_path(&dir, None, runtime)?;
                 clip.source = source.describe();
                 Ok(clip)
             }
@@ -51,7 +84,7 @@ impl Clip {
     }
 
     /// Loads any checkpoint the model core understands; `arch` for bare weight files.
-    pub fn from_path(path: &Path, arch: Option<&str>) -> Result<Self> {
+    pub fn from_path(path: &Path, arch: Option<&str>, runtime: &RuntimeOptions) -> Result<Self> {
         let opts = LoadOptions {
             arch: arch.map(str::to_owned),
             ..Default::default()
@@ -82,9 +115,28 @@ impl Clip {
             pre_cfg.image_size = (image_size, image_size);
         }
         let id = model_id(path, &config);
-        let model = ClipModel::from_weights(config.clone(), &loaded.weights, &Device::Cpu)?;
+        let logit_scale = loaded
+            .weights
+            .get("logit_scale")
+            .map(|t| t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>())
+            .transpose()?
+            .and_then(|v| v.first().copied())
+            .map_or((config.logit_scale_init as f32).exp(), f32::exp);
+        let towers = match runtime.backend {
+            Backend::Engine => {
+                let opts = EngineOptions { precision: runtime.precision, threads: runtime.threads, max_batch: None };
+                Towers::Engine(Box::new(EngineModel::from_weights(&config, &loaded.weights, &opts)?))
+            }
+            Backend::Candle => {
+                Towers::Candle(Box::new(ClipModel::from_weights(config.clone(), &loaded.weights, &Device::Cpu)?))
+            }
+        };
+        // The engine has packed its own copy: free the loaded tensors before the first batch.
+        drop(loaded);
         Ok(Self {
-            model,
+            towers,
+            config: config.clone(),
+            logit_scale,
             tokenizer,
             preprocessor: Preprocessor::new(pre_cfg),
             decode: DecodeOptions::default(),
@@ -97,17 +149,21 @@ impl Clip {
 
     /// The model configuration.
     pub fn config(&self) -> &ClipConfig {
-        self.model.config()
+        &self.config
     }
 
-    /// The underlying candle model (the reference path, also used for training).
-    pub fn model(&self) -> &ClipModel {
-        &self.model
+    /// Which implementation runs the towers, and at which precision (int8 falls back to fp32
+    /// on CPUs without VNNI).
+    pub fn runtime(&self) -> (Backend, Precision) {
+        match &self.towers {
+            Towers::Engine(e) => (Backend::Engine, e.precision()),
+            Towers::Candle(_) => (Backend::Candle, Precision::Fp32),
+        }
     }
 
     /// `exp(logit_scale)`: the factor applied to cosine similarities before a softmax.
     pub fn logit_scale(&self) -> Result<f32> {
-        Ok(self.model.logit_scale_exp()?)
+        Ok(self.logit_scale)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -130,7 +186,7 @@ impl Clip {
 
     /// Embedding dimension.
     pub fn dim(&self) -> usize {
-        self.model.config().embed_dim
+        self.config.embed_dim
     }
 
     /// Items per forward pass (at least 1).
@@ -174,15 +230,23 @@ impl Clip {
                     self.context_length
                 )));
             }
-            let mut flat = Vec::with_capacity(chunk.len() * width);
-            for &i in chunk {
-                flat.extend_from_slice(&ids[i]);
-                flat.resize(flat.len() + width - ids[i].len(), 0);
-            }
-            let t = Tensor::from_vec(flat, (chunk.len(), width), &Device::Cpu)?;
-            let e: Vec<Vec<f32>> = self.model.encode_texts(&t)?.to_vec2()?;
-            for (&i, row) in chunk.iter().zip(e) {
-                out[i * dim..(i + 1) * dim].copy_from_slice(&row);
+            let e: Vec<f32> = match &self.towers {
+                Towers::Engine(m) => {
+                    let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+                    m.encode_texts(&rows)?
+                }
+                Towers::Candle(m) => {
+                    let mut flat = Vec::with_capacity(chunk.len() * width);
+                    for &i in chunk {
+                        flat.extend_from_slice(&ids[i]);
+                        flat.resize(flat.len() + width - ids[i].len(), 0);
+                    }
+                    let t = Tensor::from_vec(flat, (chunk.len(), width), &Device::Cpu)?;
+                    m.encode_texts(&t)?.flatten_all()?.to_vec1()?
+                }
+            };
+            for (&i, row) in chunk.iter().zip(e.chunks_exact(dim)) {
+                out[i * dim..(i + 1) * dim].copy_from_slice(row);
             }
         }
         let mut emb = Embeddings::new(dim, out);
@@ -206,12 +270,13 @@ impl Clip {
         let dim = self.dim();
         let mut emb = Embeddings::empty(dim);
         for chunk in pixels.chunks(per * self.batch_size) {
-            let t = Tensor::from_slice(chunk, (chunk.len() / per, 3, s, s), &Device::Cpu)?;
-            let e = self
-                .model
-                .encode_images(&t)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
+            let e = match &self.towers {
+                Towers::Engine(m) => m.encode_images(chunk, chunk.len() / per)?,
+                Towers::Candle(m) => {
+                    let t = Tensor::from_slice(chunk, (chunk.len() / per, 3, s, s), &Device::Cpu)?;
+                    m.encode_images(&t)?.flatten_all()?.to_vec1::<f32>()?
+                }
+            };
             emb.extend(&Embeddings::new(dim, e));
         }
         debug_assert_eq!(emb.len(), n);

@@ -14,6 +14,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Preprocess(#[from] gclip_image::ImageError),
+    #[error(transparent)]
+    Engine(#[from] gclip_engine::EngineError),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("no default model is available: {0}")]

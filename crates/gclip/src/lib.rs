@@ -18,7 +18,8 @@ mod eval_encoder;
 mod source;
 mod zeroshot;
 
-pub use clip::{Clip, ImageOutcome};
+pub use clip::{Backend, Clip, ImageOutcome, RuntimeOptions};
+pub use gclip_engine::Precision;
 pub use embeddings::{cosine_matrix, softmax_rows, Embeddings};
 pub use error::{Error, Result};
 pub use eval_encoder::ClipFieldEncoder;
