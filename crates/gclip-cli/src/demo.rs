@@ -740,6 +740,8 @@ fn attrs(
 /// The two classic examples: open_clip's (images x captions, softmax at the model's scale)
 /// and Marqo's (a product image against three captions, softmax at scale 10).
 fn seed_examples(clip: &Clip, size: usize, out: &Path, seed: u64) -> anyhow::Result<String> {
+    let dir = out.join("examples");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut html = String::new();
     let striped = PATTERNS.iter().position(|p| *p == "striped").unwrap_or(1);
     let items = [

@@ -58,7 +58,7 @@ pub struct GclVsClipArgs {
     #[arg(long, default_value_t = 300)]
     steps: usize,
     /// Pairs per step.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     batch_size: usize,
     /// Peak learning rate (cosine schedule after a linear warmup).
     #[arg(long, default_value_t = 1e-3)]
@@ -208,6 +208,8 @@ struct RunResult {
     model: Variant,
     summary: Option<TrainSummary>,
     train_seconds: Option<f64>,
+    /// Mean training loss of the last 20 optimizer steps (from the run's metrics log).
+    last_loss: Option<f64>,
     model_dir: PathBuf,
 }
 
@@ -305,6 +307,7 @@ fn gcl_vs_clip(mut a: GclVsClipArgs) -> anyhow::Result<()> {
                 model: v,
                 summary: None,
                 train_seconds: None,
+                last_loss: tail_loss(&cfg.output, 20),
                 model_dir,
             });
             continue;
@@ -329,6 +332,7 @@ fn gcl_vs_clip(mut a: GclVsClipArgs) -> anyhow::Result<()> {
             model: v,
             summary: Some(summary),
             train_seconds: Some(secs),
+            last_loss: tail_loss(&out.join(v.name()), 20),
             model_dir,
         });
     }
@@ -604,6 +608,20 @@ fn eval_splits(
     Ok(out)
 }
 
+/// Mean loss of the last `n` step records of `dir/metrics.jsonl` (the trainer's log:
+/// step records carry `lr`, evaluation records do not).
+fn tail_loss(dir: &Path, n: usize) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).ok()?;
+    let losses: Vec<f64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("lr").is_some())
+        .filter_map(|v| v.get("loss").and_then(Value::as_f64))
+        .collect();
+    let tail = &losses[losses.len().saturating_sub(n)..];
+    (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64)
+}
+
 fn metric(s: &SplitResult, name: &str) -> Option<f64> {
     s.metrics.get(name).and_then(Value::as_f64)
 }
@@ -748,19 +766,25 @@ fn markdown(r: &Results, own_docs: impl Fn(Variant) -> DocFields) -> String {
             ));
         }
     }
-    s.push_str("\nTraining:\n\n| model | steps | seconds | steps/s | first loss | final-epoch loss |\n|---|---|---|---|---|---|\n");
+    s.push_str(
+        "\nTraining (loss: first step / mean of the last 20 steps; chance level is ln(batch)):\n\n\
+         | model | steps | seconds | steps/s | first loss | last-20 loss |\n|---|---|---|---|---|---|\n",
+    );
     for run in &r.runs {
+        let last = fmt_opt(run.last_loss);
         match &run.summary {
             Some(sm) => s.push_str(&format!(
-                "| {} | {} | {:.0} | {:.2} | {:.4} | {:.4} |\n",
+                "| {} | {} | {:.0} | {:.2} | {:.4} | {last} |\n",
                 run.model.label(),
                 sm.steps,
                 run.train_seconds.unwrap_or(f64::NAN),
                 sm.steps_per_s,
                 sm.first_loss,
-                sm.final_loss
             )),
-            None => s.push_str(&format!("| {} | (reused) | | | | |\n", run.model.label())),
+            None => s.push_str(&format!(
+                "| {} | (reused) | | | | {last} |\n",
+                run.model.label()
+            )),
         }
     }
     s.push_str(&format!(

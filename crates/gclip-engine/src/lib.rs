@@ -34,7 +34,7 @@ pub mod model;
 pub mod ops;
 pub mod quant;
 
-pub use model::{EngineModel, EngineOptions, Precision};
+pub use model::{EngineModel, EngineOptions, Precision, TensorData, WeightSource};
 
 mod aligned;
 

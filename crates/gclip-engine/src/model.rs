@@ -1,6 +1,6 @@
 //! The CLIP towers on the engine's kernels.
 
-use gclip_model::{ClipConfig, TextPool, VisionPool, Weights};
+use gclip_model::{ClipConfig, TensorSource, TextPool, VisionPool, Weights};
 use rayon::prelude::*;
 
 use crate::cpu::{self, Isa};
@@ -150,32 +150,69 @@ impl std::fmt::Debug for EngineModel {
     }
 }
 
-fn tensor(w: &Weights, key: &str, shape: &[usize]) -> Result<Vec<f32>, EngineError> {
-    let t = w
-        .get(key)
+/// Shape and row-major f32 values of one tensor.
+pub type TensorData = (Vec<usize>, Vec<f32>);
+
+/// Where [`EngineModel::from_source`] gets its canonical (open_clip-named) tensors. The engine
+/// asks for each tensor once, packs it and drops the returned buffer before asking for the next,
+/// so a lazy source keeps peak memory near the packed model plus one tensor.
+pub trait WeightSource {
+    /// Shape and row-major f32 values of the tensor under a canonical key, or `None` when the
+    /// source has no such key.
+    fn fetch(&self, key: &str) -> Result<Option<TensorData>, EngineError>;
+}
+
+impl WeightSource for Weights {
+    fn fetch(&self, key: &str) -> Result<Option<TensorData>, EngineError> {
+        let Some(t) = self.get(key) else {
+            return Ok(None);
+        };
+        let data = t
+            .to_dtype(candle_core::DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| EngineError::Weight(format!("`{key}`: {e}")))?;
+        Ok(Some((t.dims().to_vec(), data)))
+    }
+}
+
+impl WeightSource for TensorSource {
+    fn fetch(&self, key: &str) -> Result<Option<TensorData>, EngineError> {
+        if self.shape(key).is_none() {
+            return Ok(None);
+        }
+        self.get_f32(key)
+            .map(Some)
+            .map_err(|e| EngineError::Weight(format!("`{key}`: {e}")))
+    }
+}
+
+fn tensor<S: WeightSource + ?Sized>(
+    w: &S,
+    key: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, EngineError> {
+    let (dims, data) = w
+        .fetch(key)?
         .ok_or_else(|| EngineError::MissingWeight(key.to_string()))?;
-    let dims = t.dims();
     let scalar_ok = shape.is_empty() && dims == [1];
     if dims != shape && !scalar_ok {
         return Err(EngineError::Shape(format!(
             "`{key}`: expected {shape:?}, found {dims:?}"
         )));
     }
-    t.to_dtype(candle_core::DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| EngineError::Weight(format!("`{key}`: {e}")))
+    Ok(data)
 }
 
-fn norm(w: &Weights, prefix: &str, width: usize) -> Result<Norm, EngineError> {
+fn norm<S: WeightSource + ?Sized>(w: &S, prefix: &str, width: usize) -> Result<Norm, EngineError> {
     Ok(Norm {
         gamma: tensor(w, &format!("{prefix}.weight"), &[width])?,
         beta: tensor(w, &format!("{prefix}.bias"), &[width])?,
     })
 }
 
-fn linear(
-    w: &Weights,
+fn linear<S: WeightSource + ?Sized>(
+    w: &S,
     wkey: &str,
     bkey: &str,
     n: usize,
@@ -199,8 +236,8 @@ fn act_of(a: gclip_model::Activation) -> Activation {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn stack(
-    w: &Weights,
+fn stack<S: WeightSource + ?Sized>(
+    w: &S,
     prefix: &str,
     width: usize,
     heads: usize,
@@ -274,6 +311,18 @@ fn stack(
     })
 }
 
+/// Returns free heap pages to the OS (glibc keeps freed memory of its arenas otherwise).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases unused memory of the allocator; it has no
+    // preconditions.
+    unsafe {
+        if std::env::var_os("XNO_TRIM").is_none() {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
 /// `x[r] += gamma * y[r]` for every row.
 fn add_scaled_rows(x: &mut [f32], y: &[f32], gamma: &[f32]) {
     let w = gamma.len();
@@ -309,10 +358,32 @@ impl Scratch {
 
 impl EngineModel {
     /// Builds the engine from canonical (open_clip-named) weights.
-    ///
     pub fn from_weights(
         cfg: &ClipConfig,
         weights: &Weights,
+        opts: &EngineOptions,
+    ) -> Result<Self, EngineError> {
+        Self::from_source(cfg, weights, opts)
+    }
+
+    /// Builds the engine from any [`WeightSource`], one tensor at a time: with a lazy
+    /// [`TensorSource`] (from [`gclip_model::open_tensors`]) the weights are streamed from the
+    /// memory-mapped checkpoint and never held in full next to their packed copy.
+    pub fn from_source<S: WeightSource + ?Sized>(
+        cfg: &ClipConfig,
+        weights: &S,
+        opts: &EngineOptions,
+    ) -> Result<Self, EngineError> {
+        let model = Self::build(cfg, weights, opts)?;
+        // Packing freed one temporary per tensor; hand that heap back to the OS so the
+        // resident set after loading is the packed model, not its high-water mark.
+        trim_heap();
+        Ok(model)
+    }
+
+    fn build<S: WeightSource + ?Sized>(
+        cfg: &ClipConfig,
+        weights: &S,
         opts: &EngineOptions,
     ) -> Result<Self, EngineError> {
         let v = &cfg.vision;

@@ -25,6 +25,7 @@ mod error;
 mod load;
 mod model;
 mod save;
+mod source;
 mod weights;
 
 pub use config::{
@@ -35,4 +36,5 @@ pub use error::{ModelError, Result};
 pub use load::{load_weights, Layout, LoadOptions, LoadedWeights};
 pub use model::{l2_normalize, pool_position, ClipModel};
 pub use save::save;
+pub use source::{open_tensors, TensorSource};
 pub use weights::{expected_shapes, Weights};

@@ -75,7 +75,7 @@ fn read_json(path: &Path) -> Result<Value> {
     })
 }
 
-fn unrecognised(path: &Path, reason: impl Into<String>) -> ModelError {
+pub(crate) fn unrecognised(path: &Path, reason: impl Into<String>) -> ModelError {
     ModelError::UnrecognisedPath {
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -102,7 +102,34 @@ fn config_from_opts(opts: &LoadOptions) -> Result<Option<ClipConfig>> {
 /// - a single `.safetensors` or PyTorch zip pickle (`.pt`/`.bin`/`.pth`) holding a state dict or
 ///   a training checkpoint `{state_dict: ...}`, keys with or without `module.`, in open_clip
 ///   or HF naming. Its config comes from `opts`, else from a config file beside it.
+///
+/// This materialises every tensor; to fetch them one at a time from memory-mapped
+/// safetensors (much lower peak memory), see [`crate::open_tensors`].
 pub fn load_weights(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
+    let r = resolve(path, opts)?;
+    let raw = read_tensor_files(&r.files)?;
+    let weights = canonicalise(raw, &r.config)?;
+    Ok(LoadedWeights {
+        config: r.config,
+        weights,
+        layout: r.layout,
+        dir: r.dir,
+        preprocess: r.preprocess,
+    })
+}
+
+/// A checkpoint located on disk: everything but the tensors.
+pub(crate) struct Resolved {
+    pub(crate) config: ClipConfig,
+    pub(crate) layout: Layout,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) preprocess: Option<Value>,
+    /// Weight files (several for a sharded HF checkpoint).
+    pub(crate) files: Vec<PathBuf>,
+}
+
+/// Detects the layout of `path` and reads its config (see [`load_weights`]).
+pub(crate) fn resolve(path: &Path, opts: &LoadOptions) -> Result<Resolved> {
     if path.is_dir() {
         let oc_cfg = path.join(OC_CONFIG);
         let oc_file = OC_WEIGHTS
@@ -110,7 +137,7 @@ pub fn load_weights(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
             .map(|f| path.join(f))
             .find(|p| p.is_file());
         if let (true, Some(file)) = (oc_cfg.is_file(), oc_file) {
-            return load_open_clip(path, &oc_cfg, &file, opts);
+            return resolve_open_clip(path, &oc_cfg, &file, opts);
         }
         let hf_cfg = path.join(HF_CONFIG);
         if hf_cfg.is_file() {
@@ -121,7 +148,7 @@ pub fn load_weights(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
                     format!("has config.json but none of {HF_WEIGHTS:?} / {HF_INDEX}"),
                 ));
             }
-            return load_hf(path, &hf_cfg, &files, opts);
+            return resolve_hf(path, &hf_cfg, files, opts);
         }
         if oc_cfg.is_file() {
             return Err(unrecognised(
@@ -143,10 +170,10 @@ pub fn load_weights(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
         if let Some(dir) = &parent {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if OC_WEIGHTS.contains(&name) && dir.join(OC_CONFIG).is_file() {
-                return load_open_clip(dir, &dir.join(OC_CONFIG), path, opts);
+                return resolve_open_clip(dir, &dir.join(OC_CONFIG), path, opts);
             }
             if HF_WEIGHTS.contains(&name) && dir.join(HF_CONFIG).is_file() {
-                return load_hf(dir, &dir.join(HF_CONFIG), &[path.to_path_buf()], opts);
+                return resolve_hf(dir, &dir.join(HF_CONFIG), vec![path.to_path_buf()], opts);
             }
         }
     }
@@ -159,23 +186,21 @@ pub fn load_weights(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
             ),
         ));
     };
-    let raw = read_tensor_files(&[path.to_path_buf()])?;
-    let weights = canonicalise(raw, &config)?;
-    Ok(LoadedWeights {
+    Ok(Resolved {
         config,
-        weights,
         layout: Layout::Bare,
         dir: parent,
         preprocess: None,
+        files: vec![path.to_path_buf()],
     })
 }
 
-fn load_open_clip(
+fn resolve_open_clip(
     dir: &Path,
     cfg_path: &Path,
     file: &Path,
     opts: &LoadOptions,
-) -> Result<LoadedWeights> {
+) -> Result<Resolved> {
     let cfg_json = read_json(cfg_path)?;
     let config = match config_from_opts(opts)? {
         Some(c) => c,
@@ -185,23 +210,21 @@ fn load_open_clip(
         .get("preprocess_cfg")
         .filter(|v| !v.is_null())
         .cloned();
-    let raw = read_tensor_files(&[file.to_path_buf()])?;
-    let weights = canonicalise(raw, &config)?;
-    Ok(LoadedWeights {
+    Ok(Resolved {
         config,
-        weights,
         layout: Layout::OpenClip,
         dir: Some(dir.to_path_buf()),
         preprocess,
+        files: vec![file.to_path_buf()],
     })
 }
 
-fn load_hf(
+fn resolve_hf(
     dir: &Path,
     cfg_path: &Path,
-    files: &[PathBuf],
+    files: Vec<PathBuf>,
     opts: &LoadOptions,
-) -> Result<LoadedWeights> {
+) -> Result<Resolved> {
     let config = match config_from_opts(opts)? {
         Some(c) => c,
         None => ClipConfig::from_hf_json(&read_json(cfg_path)?)?,
@@ -212,14 +235,12 @@ fn load_hf(
     } else {
         None
     };
-    let raw = read_tensor_files(files)?;
-    let weights = canonicalise(raw, &config)?;
-    Ok(LoadedWeights {
+    Ok(Resolved {
         config,
-        weights,
         layout: Layout::Hf,
         dir: Some(dir.to_path_buf()),
         preprocess,
+        files,
     })
 }
 
@@ -252,7 +273,7 @@ fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Strips DDP / compile prefixes, drops buffers, maps HF naming, converts to f32 CPU and
 /// shape-checks against `config`.
-fn canonicalise(raw: Vec<(String, Tensor)>, config: &ClipConfig) -> Result<Weights> {
+pub(crate) fn canonicalise(raw: Vec<(String, Tensor)>, config: &ClipConfig) -> Result<Weights> {
     let mut map = BTreeMap::new();
     for (k, t) in raw {
         let k = k.strip_prefix("module.").unwrap_or(&k).to_string();
@@ -279,12 +300,12 @@ fn canonicalise(raw: Vec<(String, Tensor)>, config: &ClipConfig) -> Result<Weigh
 }
 
 /// File format, by magic bytes rather than extension.
-enum Format {
+pub(crate) enum Format {
     Safetensors,
     TorchZip,
 }
 
-fn sniff(path: &Path) -> Result<Format> {
+pub(crate) fn sniff(path: &Path) -> Result<Format> {
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
     let mut head = [0u8; 9];
     let n = f.read(&mut head).map_err(io_err(path))?;
@@ -309,7 +330,7 @@ fn sniff(path: &Path) -> Result<Format> {
 
 /// Reads all tensors of the given files. Safetensors are memory-mapped; PyTorch zips are
 /// read tensor by tensor, taking the `state_dict` entry of a training checkpoint.
-fn read_tensor_files(files: &[PathBuf]) -> Result<Vec<(String, Tensor)>> {
+pub(crate) fn read_tensor_files(files: &[PathBuf]) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for file in files {
         match sniff(file)? {

@@ -289,10 +289,24 @@ pub(crate) fn check_against(
     cfg: &ClipConfig,
     source_keys: &HashMap<String, String>,
 ) -> Result<()> {
+    let shapes: BTreeMap<&str, &[usize]> = tensors
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.dims()))
+        .collect();
+    check_shapes(&shapes, cfg, source_keys)
+}
+
+/// [`check_against`] on shapes alone (so lazily loaded checkpoints are checked before any
+/// tensor data is read).
+pub(crate) fn check_shapes(
+    shapes: &BTreeMap<&str, &[usize]>,
+    cfg: &ClipConfig,
+    source_keys: &HashMap<String, String>,
+) -> Result<()> {
     let expected = expected_shapes(cfg);
     let src = |k: &str| source_keys.get(k).filter(|s| s.as_str() != k).cloned();
     for (key, shape) in &expected {
-        match tensors.get(key) {
+        match shapes.get(key.as_str()) {
             None => {
                 return Err(ModelError::MissingTensor {
                     key: key.clone(),
@@ -300,9 +314,8 @@ pub(crate) fn check_against(
                     source_key: src(key),
                 })
             }
-            Some(t) => {
+            Some(&dims) => {
                 // A logit_scale stored as [1] is accepted as a scalar.
-                let dims = t.dims();
                 let ok = dims == shape.as_slice() || (shape.is_empty() && dims == [1]);
                 if !ok {
                     return Err(ModelError::ShapeMismatch {
@@ -316,11 +329,14 @@ pub(crate) fn check_against(
         }
     }
     let known: std::collections::HashSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
-    for (key, t) in tensors {
-        if !known.contains(key.as_str()) {
+    for (&key, &dims) in shapes {
+        if !known.contains(key) {
             return Err(ModelError::UnexpectedTensor {
-                key: source_keys.get(key).cloned().unwrap_or_else(|| key.clone()),
-                shape: t.dims().to_vec(),
+                key: source_keys
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| key.to_string()),
+                shape: dims.to_vec(),
             });
         }
     }
@@ -424,22 +440,45 @@ fn hf_block(key: &str) -> Option<(&'static str, &str, &str)> {
     Some((tower, idx, suffix))
 }
 
+/// What the HF -> canonical mapping needs of a tensor: real tensors for eager loading, or
+/// recipes (file location plus resulting shape) for lazy loading.
+pub(crate) trait HfPart: Sized {
+    /// Shape, in the orientation this value represents.
+    fn dims(&self) -> &[usize];
+    /// The 2-d transpose.
+    fn transposed(self) -> Result<Self>;
+    /// Concatenation along dim 0 (parts already checked to share a shape).
+    fn cat0(parts: Vec<Self>) -> Result<Self>;
+}
+
+impl HfPart for Tensor {
+    fn dims(&self) -> &[usize] {
+        Tensor::dims(self)
+    }
+    fn transposed(self) -> Result<Self> {
+        Ok(self.t()?.contiguous()?)
+    }
+    fn cat0(parts: Vec<Self>) -> Result<Self> {
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+}
+
 /// The q, k, v parts of one in_proj tensor, as found.
-type QkvParts = [Option<Tensor>; 3];
+type QkvParts<T> = [Option<T>; 3];
 
 /// Maps HF-named tensors to canonical naming: q/k/v are concatenated into `in_proj`, the
 /// projections transposed. Returns the canonical tensors and canonical -> HF key names.
 /// Unknown keys are kept unchanged so the shape check reports them.
-pub(crate) fn hf_to_canonical(
-    hf: BTreeMap<String, Tensor>,
-) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+pub(crate) fn hf_to_canonical<T: HfPart>(
+    hf: BTreeMap<String, T>,
+) -> Result<(BTreeMap<String, T>, HashMap<String, String>)> {
     let mut out = BTreeMap::new();
     let mut names = HashMap::new();
     // q/k/v parts per (tower, idx, weight|bias).
-    let mut qkv: BTreeMap<(String, String, String), QkvParts> = BTreeMap::new();
+    let mut qkv: BTreeMap<(String, String, String), QkvParts<T>> = BTreeMap::new();
     for (key, t) in hf {
         if let Some(&(oc, _, transpose)) = TOP_RENAMES.iter().find(|(_, h, _)| *h == key) {
-            let t = if transpose { t.t()?.contiguous()? } else { t };
+            let t = if transpose { t.transposed()? } else { t };
             names.insert(oc.to_string(), key.clone());
             out.insert(oc.to_string(), t);
             continue;
@@ -505,7 +544,7 @@ pub(crate) fn hf_to_canonical(
                 )),
             });
         }
-        let cat = Tensor::cat(&ts, 0)?;
+        let cat = T::cat0(ts)?;
         names.insert(
             ck.clone(),
             format!("{hf_prefix}.encoder.layers.{idx}.self_attn.{{q,k,v}}_proj.{kind}"),

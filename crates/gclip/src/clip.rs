@@ -89,14 +89,30 @@ impl Clip {
             arch: arch.map(str::to_owned),
             ..Default::default()
         };
-        let loaded = gclip_model::load_weights(path, &opts)?;
-        let config = loaded.config.clone();
+        /// The checkpoint while the towers are built.
+        enum Loaded {
+            /// Memory-mapped, read tensor by tensor (engine backend).
+            Lazy(gclip_model::TensorSource),
+            /// Every tensor materialised (candle backend).
+            Eager(gclip_model::LoadedWeights),
+        }
+        // The engine streams tensors from the memory-mapped checkpoint and packs each as it
+        // comes, so the full f32 weights are never resident next to the packed copy; the
+        // candle backend needs them all as tensors.
+        let loaded = match runtime.backend {
+            Backend::Engine => Loaded::Lazy(gclip_model::open_tensors(path, &opts)?),
+            Backend::Candle => Loaded::Eager(gclip_model::load_weights(path, &opts)?),
+        };
+        let (config, dir) = match &loaded {
+            Loaded::Lazy(s) => (s.config.clone(), s.dir.clone()),
+            Loaded::Eager(w) => (w.config.clone(), w.dir.clone()),
+        };
         let image_size = config.vision.image_size;
-        let tokenizer = match loaded.dir.as_deref() {
+        let tokenizer = match dir.as_deref() {
             Some(dir) if has_tokenizer_files(dir) => Tokenizer::from_dir(dir)?,
             _ => Tokenizer::openai(),
         };
-        let pre_cfg = match loaded.dir.as_deref() {
+        let pre_cfg = match dir.as_deref() {
             Some(dir) => PreprocessConfig::from_model_dir(dir)?,
             None => None,
         };
@@ -115,23 +131,27 @@ impl Clip {
             pre_cfg.image_size = (image_size, image_size);
         }
         let id = model_id(path, &config);
-        let logit_scale = loaded
-            .weights
-            .get("logit_scale")
-            .map(|t| t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>())
-            .transpose()?
-            .and_then(|v| v.first().copied())
-            .map_or((config.logit_scale_init as f32).exp(), f32::exp);
-        let towers = match runtime.backend {
-            Backend::Engine => {
+        let logit_scale = match &loaded {
+            Loaded::Lazy(s) => match s.shape("logit_scale") {
+                Some(_) => s.get_f32("logit_scale")?.1.first().copied(),
+                None => None,
+            },
+            Loaded::Eager(w) => w
+                .weights
+                .get("logit_scale")
+                .map(|t| t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>())
+                .transpose()?
+                .and_then(|v| v.first().copied()),
+        }
+        .map_or((config.logit_scale_init as f32).exp(), f32::exp);
+        let towers = match &loaded {
+            Loaded::Lazy(src) => {
                 let opts = EngineOptions { precision: runtime.precision, threads: runtime.threads, max_batch: None };
-                Towers::Engine(Box::new(EngineModel::from_weights(&config, &loaded.weights, &opts)?))
+                Towers::Engine(Box::new(EngineModel::from_source(&config, src, &opts)?))
             }
-            Backend::Candle => {
-                Towers::Candle(Box::new(ClipModel::from_weights(config.clone(), &loaded.weights, &Device::Cpu)?))
-            }
+            Loaded::Eager(w) => Towers::Candle(Box::new(ClipModel::from_weights(config.clone(), &w.weights, &Device::Cpu)?)),
         };
-        // The engine has packed its own copy: free the loaded tensors before the first batch.
+        // Unmap the checkpoint / free the loaded tensors before the first batch.
         drop(loaded);
         Ok(Self {
             towers,
