@@ -855,3 +855,91 @@ impl<E: FieldEncoder> FieldEncoder for Memo<E> {
         self.inner.model_id()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::{Dtype, TensorView};
+
+    #[test]
+    fn f16_export_keeps_names_shapes_and_values() {
+        let a: Vec<f32> = vec![0.1, -2.5, 1e-3, 65504.0, 0.0, 3.0];
+        let ids: Vec<u8> = vec![1, 0, 0, 0, 2, 0, 0, 0];
+        let a_bytes: Vec<u8> = a.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let views = vec![
+            (
+                "w".to_owned(),
+                TensorView::new(Dtype::F32, vec![2, 3], &a_bytes).unwrap(),
+            ),
+            (
+                "ids".to_owned(),
+                TensorView::new(Dtype::I32, vec![2], &ids).unwrap(),
+            ),
+        ];
+        let meta: HashMap<String, String> = [("format".to_owned(), "pt".to_owned())].into();
+        let src = safetensors::serialize(views, Some(meta)).unwrap();
+        let out = to_f16_safetensors(&src).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&out).unwrap();
+        let w = st.tensor("w").unwrap();
+        assert_eq!(w.dtype(), Dtype::F16);
+        assert_eq!(w.shape(), &[2, 3]);
+        let back: Vec<f32> = w
+            .data()
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect();
+        for (x, y) in a.iter().zip(&back) {
+            assert!((x - y).abs() <= x.abs() * 1e-3 + 1e-6, "{x} -> {y}");
+        }
+        let i = st.tensor("ids").unwrap();
+        assert_eq!((i.dtype(), i.data()), (Dtype::I32, ids.as_slice()));
+        assert_eq!(
+            st_metadata(&out).get("format").map(String::as_str),
+            Some("pt")
+        );
+    }
+
+    #[test]
+    fn tail_loss_averages_the_last_step_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = "{\"step\":1,\"loss\":4.0,\"lr\":0.1}\n\
+                   {\"step\":1,\"loss\":9.0,\"recall_at_1\":0.5}\n\
+                   {\"step\":2,\"loss\":3.0,\"lr\":0.1}\n\
+                   {\"step\":3,\"loss\":1.0,\"lr\":0.1}\n";
+        std::fs::write(dir.path().join("metrics.jsonl"), log).unwrap();
+        assert_eq!(tail_loss(dir.path(), 2), Some(2.0));
+        assert_eq!(tail_loss(dir.path(), 10), Some(8.0 / 3.0));
+        assert_eq!(tail_loss(&dir.path().join("missing"), 2), None);
+    }
+
+    #[test]
+    fn memo_encodes_each_input_once() {
+        struct Counting(usize);
+        impl FieldEncoder for Counting {
+            fn encode_texts(
+                &mut self,
+                texts: &[String],
+            ) -> Result<Vec<Vec<f32>>, gclip_eval::BoxError> {
+                self.0 += texts.len();
+                Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+            }
+            fn encode_images(
+                &mut self,
+                paths: &[PathBuf],
+            ) -> Result<Vec<Vec<f32>>, gclip_eval::BoxError> {
+                self.0 += paths.len();
+                Ok(paths.iter().map(|_| vec![1.0]).collect())
+            }
+            fn model_id(&self) -> String {
+                "counting".into()
+            }
+        }
+        let mut m = Memo::new(Counting(0));
+        let t = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let a = m.encode_texts(&t(&["ab", "abc", "ab"])).unwrap();
+        assert_eq!(a, vec![vec![2.0], vec![3.0], vec![2.0]]);
+        let b = m.encode_texts(&t(&["abc", "abcd"])).unwrap();
+        assert_eq!(b, vec![vec![3.0], vec![4.0]]);
+        assert_eq!(m.inner.0, 3);
+    }
+}

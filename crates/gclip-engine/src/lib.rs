@@ -22,6 +22,10 @@
 //! # let _ = (img, txt); Ok(()) }
 //! ```
 //!
+//! To keep peak memory near the packed size, stream the tensors from the memory-mapped
+//! checkpoint instead: `let src = gclip_model::open_tensors(path, &opts)?;` then
+//! `EngineModel::from_source(&src.config, &src, &opts)` (see [`WeightSource`]).
+//!
 //! Benchmarks: `benches/gemm.rs` (GEMM GFLOPS at ViT shapes, with
 //! `benches/gemm_ref.py` for numpy/torch on the same shapes) and
 //! [`bench::run`] (items/s of a random-weight model; `gclip bench`, or the

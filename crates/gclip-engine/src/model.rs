@@ -317,9 +317,7 @@ fn trim_heap() {
     // SAFETY: malloc_trim only releases unused memory of the allocator; it has no
     // preconditions.
     unsafe {
-        if std::env::var_os("XNO_TRIM").is_none() {
-            libc::malloc_trim(0);
-        }
+        libc::malloc_trim(0);
     }
 }
 

@@ -376,7 +376,6 @@ fn release(mmap: &Mmap, offset: usize, len: usize) {
     // SAFETY: the mapping is private, read-only and never written, so MADV_DONTNEED only
     // discards clean pages; a later access re-reads them from the file. No slice into the
     // range is alive across this call. Failure is harmless (the pages just stay resident).
-    if std::env::var_os("XNO_RELEASE").is_some() { return; }
     let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
 }
 
