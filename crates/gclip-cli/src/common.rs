@@ -46,10 +46,16 @@ impl ModelArgs {
         }
         if let Some(n) = self.threads {
             // Image decoding shares the global pool; size it like the engine's.
-            let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
         }
         let runtime = gclip::RuntimeOptions {
-            backend: if self.reference { gclip::Backend::Candle } else { gclip::Backend::Engine },
+            backend: if self.reference {
+                gclip::Backend::Candle
+            } else {
+                gclip::Backend::Engine
+            },
             precision: match self.precision {
                 PrecisionArg::Fp32 => gclip::Precision::Fp32,
                 PrecisionArg::Int8 => gclip::Precision::Int8,

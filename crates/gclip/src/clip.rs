@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use candle_core::{Device, Tensor};
-use gclip_image::{DecodeOptions, PreprocessConfig, Preprocessor, RgbImage};
 use gclip_engine::{EngineModel, EngineOptions, Precision};
+use gclip_image::{DecodeOptions, PreprocessConfig, Preprocessor, RgbImage};
 use gclip_model::{ClipConfig, ClipModel, LoadOptions};
 use gclip_tokenizer::Tokenizer;
 use rayon::prelude::*;
@@ -139,17 +139,29 @@ impl Clip {
             Loaded::Eager(w) => w
                 .weights
                 .get("logit_scale")
-                .map(|t| t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>())
+                .map(|t| {
+                    t.to_dtype(candle_core::DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()
+                })
                 .transpose()?
                 .and_then(|v| v.first().copied()),
         }
         .map_or((config.logit_scale_init as f32).exp(), f32::exp);
         let towers = match &loaded {
             Loaded::Lazy(src) => {
-                let opts = EngineOptions { precision: runtime.precision, threads: runtime.threads, max_batch: None };
+                let opts = EngineOptions {
+                    precision: runtime.precision,
+                    threads: runtime.threads,
+                    max_batch: None,
+                };
                 Towers::Engine(Box::new(EngineModel::from_source(&config, src, &opts)?))
             }
-            Loaded::Eager(w) => Towers::Candle(Box::new(ClipModel::from_weights(config.clone(), &w.weights, &Device::Cpu)?)),
+            Loaded::Eager(w) => Towers::Candle(Box::new(ClipModel::from_weights(
+                config.clone(),
+                &w.weights,
+                &Device::Cpu,
+            )?)),
         };
         // Unmap the checkpoint / free the loaded tensors before the first batch.
         drop(loaded);

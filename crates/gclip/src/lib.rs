@@ -19,10 +19,10 @@ mod source;
 mod zeroshot;
 
 pub use clip::{Backend, Clip, ImageOutcome, RuntimeOptions};
-pub use gclip_engine::Precision;
 pub use embeddings::{cosine_matrix, softmax_rows, Embeddings};
 pub use error::{Error, Result};
 pub use eval_encoder::ClipFieldEncoder;
+pub use gclip_engine::Precision;
 pub use source::{ModelSource, MODEL_ENV};
 pub use zeroshot::{imagenet_templates, Prediction, ZeroShotClassifier};
 
