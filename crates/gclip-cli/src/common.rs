@@ -229,21 +229,8 @@ pub fn progress(n: u64, what: &str) -> indicatif::ProgressBar {
 
 /// Writes a little-endian float32 C-order NPY file (format version 1.0).
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> anyhow::Result<()> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_str = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
-    // magic(6) + version(2) + len(2) + header + '\n' must be a multiple of 64.
-    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
-    header.push_str(&" ".repeat(pad));
-    header.push('\n');
     let mut w = output_writer(Some(path))?;
-    w.write_all(b"\x93NUMPY\x01\x00")?;
-    w.write_all(&(header.len() as u16).to_le_bytes())?;
-    w.write_all(header.as_bytes())?;
+    crate::preprocess::write_npy_header(&mut w, shape)?;
     for x in data {
         w.write_all(&x.to_le_bytes())?;
     }

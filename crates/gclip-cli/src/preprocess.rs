@@ -96,7 +96,7 @@ fn display(p: &Path) -> String {
 /// NPY format 1.0 header for a C-order little-endian float32 array: magic, version,
 /// header length, then a Python dict literal padded with spaces so the data starts
 /// on a 64-byte boundary.
-fn write_npy_header(out: &mut impl Write, shape: &[usize]) -> std::io::Result<()> {
+pub(crate) fn write_npy_header(out: &mut impl Write, shape: &[usize]) -> std::io::Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let mut dict = format!(
         "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}{}), }}",
