@@ -209,6 +209,34 @@ pub(crate) fn run_tasks(
     }
 }
 
+/// The buffer and epilogue checks shared by [`gemm`] and the int8 GEMM: programming errors
+/// (the model validates user-facing shapes first), so they panic with `name` in the message.
+pub(crate) fn check_args(
+    name: &str,
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    c: &[f32],
+    ldc: usize,
+    epi: &Epilogue<'_>,
+) {
+    assert!(
+        lda >= k && a.len() >= (m - 1) * lda + k,
+        "{name}: A too small"
+    );
+    assert!(
+        ldc >= n && c.len() >= (m - 1) * ldc + n,
+        "{name}: C too small"
+    );
+    if let Some(bias) = epi.bias {
+        assert!(bias.len() >= n, "{name}: bias too short");
+    }
+    assert!(
+        !(epi.accumulate && epi.act != Activation::None),
+        "{name}: accumulate with an activation is unsupported"
+    );
+}
+
 /// `C[m, n] (=|+=) act(A[m, k] * B + bias)` with `A` row-major (row stride
 /// `lda`) and `C` row-major (row stride `ldc`).
 ///
@@ -231,21 +259,7 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        lda >= k && a.len() >= (m - 1) * lda + k,
-        "gemm: A too small"
-    );
-    assert!(
-        ldc >= n && c.len() >= (m - 1) * ldc + n,
-        "gemm: C too small"
-    );
-    if let Some(bias) = epi.bias {
-        assert!(bias.len() >= n, "gemm: bias too short");
-    }
-    assert!(
-        !(epi.accumulate && epi.act != Activation::None),
-        "gemm: accumulate with an activation is unsupported"
-    );
+    check_args("gemm", (m, n, k), a, lda, c, ldc, &epi);
     let isa = isa.min(cpu::hardware().isa);
     let (mr, mc) = tile_rows(isa);
     let panels = n.div_ceil(NR);

@@ -184,21 +184,7 @@ pub fn gemm_i8(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        lda >= k && a.len() >= (m - 1) * lda + k,
-        "gemm_i8: A too small"
-    );
-    assert!(
-        ldc >= n && c.len() >= (m - 1) * ldc + n,
-        "gemm_i8: C too small"
-    );
-    assert!(
-        !(epi.accumulate && epi.act != Activation::None),
-        "gemm_i8: accumulate with activation"
-    );
-    if let Some(bias) = epi.bias {
-        assert!(bias.len() >= n, "gemm_i8: bias too short");
-    }
+    crate::gemm::check_args("gemm_i8", (m, n, k), a, lda, c, ldc, &epi);
     let vnni = isa == Isa::Avx512 && cpu::hardware().vnni;
     let fisa = isa.min(cpu::hardware().isa);
     let panels = n.div_ceil(NR);
