@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn f16_conversion_rounds_to_nearest() {
-        let v = [1.0f32, 1.0 + 1.0 / 4096.0, -3.14159, 65504.0];
+        let v = [1.0f32, 1.0 + 1.0 / 4096.0, -2.71, 65504.0];
         let t = RawTensor::from_f32(vec![4], &v).unwrap();
         let h = t.to_dtype(DType::F16).unwrap();
         assert_eq!(h.data().len(), 8);

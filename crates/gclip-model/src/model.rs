@@ -39,10 +39,9 @@ impl LayerNorm {
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let inv_std = (var + self.eps)?.sqrt()?.recip()?;
-        Ok(xc
-            .broadcast_mul(&inv_std)?
+        xc.broadcast_mul(&inv_std)?
             .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?)
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -52,7 +51,7 @@ fn softmax_last_dim(x: &Tensor) -> CResult<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     let sum = e.sum_keepdim(D::Minus1)?;
-    Ok(e.broadcast_div(&sum)?)
+    e.broadcast_div(&sum)
 }
 
 fn activate(x: &Tensor, act: Activation) -> CResult<Tensor> {
@@ -101,11 +100,10 @@ impl Attention {
         let hd = w / self.heads;
         let qkv = self.in_proj.forward(x)?;
         let split = |i: usize| -> CResult<Tensor> {
-            Ok(qkv
-                .narrow(2, i * w, w)?
+            qkv.narrow(2, i * w, w)?
                 .reshape((b, l, self.heads, hd))?
                 .transpose(1, 2)?
-                .contiguous()?)
+                .contiguous()
         };
         let q = (split(0)? * (hd as f64).powf(-0.5))?;
         let k = split(1)?;
@@ -116,7 +114,7 @@ impl Attention {
         }
         let att = softmax_last_dim(&att)?;
         let o = att.matmul(&v)?.transpose(1, 2)?.reshape((b, l, w))?;
-        Ok(self.out_proj.forward(&o)?)
+        self.out_proj.forward(&o)
     }
 }
 
@@ -188,7 +186,7 @@ impl Block {
         if let Some((_, g2)) = &self.ls {
             m = m.broadcast_mul(g2)?;
         }
-        Ok((x + m)?)
+        x + m
     }
 }
 
@@ -420,7 +418,7 @@ impl ClipModel {
                 .forward(&x.narrow(1, 1, g * g)?)?
                 .mean(1)?,
         };
-        Ok(pooled.matmul(&self.vision.proj)?)
+        pooled.matmul(&self.vision.proj)
     }
 
     /// Text embeddings (not normalised) of token ids `[N, L]` (u32, or any integer dtype),
@@ -527,5 +525,5 @@ fn causal_mask(len: usize, device: &Device, dtype: DType) -> CResult<Tensor> {
     let data: Vec<f32> = (0..len)
         .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
-    Ok(Tensor::from_vec(data, (len, len), device)?.to_dtype(dtype)?)
+    Tensor::from_vec(data, (len, len), device)?.to_dtype(dtype)
 }
