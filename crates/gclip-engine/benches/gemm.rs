@@ -86,6 +86,7 @@ fn main() {
                 n,
                 Epilogue::default(),
             )
+            .expect("gemm")
         });
         let q = PackedI8::from_nk(&w, n, k).expect("pack");
         let i8_rate = best_rate(flops, || {
@@ -100,6 +101,7 @@ fn main() {
                 n,
                 Epilogue::default(),
             )
+            .expect("gemm")
         });
         println!(
             "gemm M={m:4} K={k:4} N={n:4}: f32 {:7.1} GFLOPS ({:6.1} per CPU-s)   int8 {:7.1} GOPS ({:6.1} per CPU-s)",

@@ -1,18 +1,26 @@
-//! Stand-alone `gclip bench`: `cargo run --release -p gclip-engine --example bench -- --arch ViT-B-32`.
-
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(about = "Throughput of a random-weight CLIP model on the gclip engine")]
-struct Cli {
-    #[command(flatten)]
-    args: gclip_engine::bench::BenchArgs,
-}
+//! Stand-alone throughput run: `cargo run --release -p gclip-engine --example bench -- ViT-B-32`
+//! (`gclip bench` has every option).
 
 fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = gclip_engine::bench::run(&cli.args) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    let arch = std::env::args().nth(1).unwrap_or_else(|| "ViT-B-32".into());
+    let opts = gclip_engine::bench::BenchOptions {
+        arch,
+        ..Default::default()
+    };
+    match gclip_engine::bench::run(&opts) {
+        Ok(report) => {
+            for r in &report.results {
+                println!(
+                    "{} batch={} items_per_s={:.2}",
+                    r.tower.name(),
+                    r.batch,
+                    r.items_per_s
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
     }
 }

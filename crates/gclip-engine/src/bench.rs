@@ -1,55 +1,133 @@
-//! Throughput benchmark of a random-weight model of a named architecture
-//! (the body of `gclip bench`).
+//! Throughput benchmark of a random-weight model of a named architecture (the body of
+//! `gclip bench`, which parses the options and prints the report).
 
 use std::time::{Duration, Instant};
 
-use gclip_model::Weights;
+use gclip_checkpoint::{random_tensors, ClipConfig, TensorMap};
 
 use crate::{EngineError, EngineModel, EngineOptions, Precision};
 
-/// Benchmark options.
-#[derive(Clone, Debug, clap::Args)]
-pub struct BenchArgs {
+/// Which tower a measurement runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchTower {
+    /// The vision tower on fixed pseudo-random pixels.
+    Image,
+    /// The text tower on fixed token sequences.
+    Text,
+}
+
+impl BenchTower {
+    /// `image` or `text`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchTower::Image => "image",
+            BenchTower::Text => "text",
+        }
+    }
+}
+
+impl std::str::FromStr for BenchTower {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "image" => Ok(BenchTower::Image),
+            "text" => Ok(BenchTower::Text),
+            other => Err(EngineError::Input(format!(
+                "unknown tower `{other}` (expected image or text)"
+            ))),
+        }
+    }
+}
+
+/// What to benchmark.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
     /// Built-in open_clip architecture name.
-    #[arg(long, default_value = "ViT-B-32")]
     pub arch: String,
-    /// Batch sizes, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    /// Batch sizes (each positive).
     pub batch: Vec<usize>,
-    /// Precision of the transformer linear layers: fp32 or int8.
-    #[arg(long, default_value = "fp32")]
+    /// Precision of the transformer linear layers.
     pub precision: Precision,
     /// Seconds to measure each (tower, batch) pair.
-    #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
-    /// Tokens per text, counting start and end tokens (padded to the context
-    /// length like tokenizer output).
-    #[arg(long, default_value_t = 12)]
+    /// Tokens per text, counting start and end tokens (padded to the context length like
+    /// tokenizer output).
     pub text_tokens: usize,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (`None`: all cores).
     pub threads: Option<usize>,
-    /// Towers to run: image, text or both.
-    #[arg(long, value_delimiter = ',', default_value = "image,text")]
-    pub towers: Vec<String>,
+    /// Towers to run, in order.
+    pub towers: Vec<BenchTower>,
     /// Seed of the random weights.
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// With int8: also build the fp32 model and print the cosine between
-    /// int8 and fp32 embeddings over a fixed input set.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// With int8: also build the fp32 model and compare embeddings over a fixed input set.
     pub check_int8: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            arch: "ViT-B-32".into(),
+            batch: vec![1, 16],
+            precision: Precision::Fp32,
+            seconds: 3.0,
+            text_tokens: 12,
+            threads: None,
+            towers: vec![BenchTower::Image, BenchTower::Text],
+            seed: 0,
+            check_int8: true,
+        }
+    }
 }
 
 /// One measured (tower, batch) pair.
 #[derive(Clone, Debug)]
 pub struct BenchResult {
-    /// "image" or "text".
-    pub tower: String,
+    /// The tower.
+    pub tower: BenchTower,
     /// Items per call.
     pub batch: usize,
     /// Items embedded per second.
     pub items_per_s: f64,
+}
+
+/// Cosine agreement of int8 with fp32 embeddings on fixed inputs.
+#[derive(Clone, Debug)]
+pub struct Int8Check {
+    /// Inputs per tower.
+    pub inputs: usize,
+    pub image_cos_min: f32,
+    pub image_cos_mean: f32,
+    pub text_cos_min: f32,
+    pub text_cos_mean: f32,
+}
+
+/// Everything a benchmark run measured.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// Architecture name.
+    pub arch: String,
+    /// Precision actually in use (int8 falls back to fp32 without VNNI).
+    pub precision: Precision,
+    /// Worker threads.
+    pub threads: usize,
+    /// Float kernels in use.
+    pub isa: &'static str,
+    /// Whether the CPU has AVX512-VNNI.
+    pub vnni: bool,
+    /// Seconds to build random weights and the engine model(s).
+    pub build_s: f64,
+    /// Tokens per text in the text measurements.
+    pub text_tokens: usize,
+    /// int8 against fp32, when asked for and int8 is in use.
+    pub int8_check: Option<Int8Check>,
+    /// One entry per (tower, batch), in the order run.
+    pub results: Vec<BenchResult>,
+    /// Peak resident set (KiB) during inference, when the platform reports it.
+    pub peak_rss_kib: Option<u64>,
+    /// Whether the peak could be reset after loading (otherwise it includes loading).
+    pub peak_rss_reset: bool,
+    /// Peak resident set (KiB) after loading.
+    pub load_peak_rss_kib: Option<u64>,
 }
 
 /// Deterministic pseudo-random pixels in [-2, 2] (about the range of
@@ -75,8 +153,12 @@ pub fn fixed_texts(
     vocab: usize,
     seed: u64,
 ) -> Vec<Vec<u32>> {
-    let tokens = tokens.clamp(2, context);
-    let (sot, eot) = ((vocab - 2) as u32, (vocab - 1) as u32);
+    // Degenerate sizes give degenerate (but valid) rows rather than a panic.
+    let tokens = tokens.clamp(2, context.max(2));
+    let (sot, eot) = (
+        vocab.saturating_sub(2) as u32,
+        vocab.saturating_sub(1) as u32,
+    );
     let mut s = seed.wrapping_mul(0xD6E8_FEB8_6659_FD93) | 1;
     (0..n)
         .map(|_| {
@@ -85,7 +167,7 @@ pub fn fixed_texts(
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                row.push(1 + (s % (vocab as u64 - 3)) as u32);
+                row.push(1 + (s % (vocab as u64).saturating_sub(3).max(1)) as u32);
             }
             row.push(eot);
             row.resize(context, 0);
@@ -125,9 +207,9 @@ fn measure(
 }
 
 fn build(
-    cfg: &gclip_model::ClipConfig,
-    w: &Weights,
-    args: &BenchArgs,
+    cfg: &ClipConfig,
+    w: &TensorMap,
+    opts: &BenchOptions,
     p: Precision,
 ) -> Result<EngineModel, EngineError> {
     EngineModel::from_weights(
@@ -135,117 +217,118 @@ fn build(
         w,
         &EngineOptions {
             precision: p,
-            threads: args.threads,
+            threads: opts.threads,
             max_batch: None,
         },
     )
 }
 
-/// Runs the benchmark, printing one line per (tower, batch) and the peak
-/// RSS, in `key=value` form that scripts can parse.
-pub fn run(args: &BenchArgs) -> Result<Vec<BenchResult>, EngineError> {
-    let cfg = gclip_model::arch::by_name(&args.arch)
-        .map_err(|_| EngineError::UnknownArch(args.arch.clone()))?;
-    if args.batch.is_empty() || args.batch.contains(&0) {
-        return Err(EngineError::Input("--batch needs positive sizes".into()));
+/// Runs the benchmark and returns what it measured (nothing is printed).
+pub fn run(opts: &BenchOptions) -> Result<BenchReport, EngineError> {
+    let cfg = gclip_checkpoint::arch::by_name(&opts.arch)?;
+    if opts.batch.is_empty() || opts.batch.contains(&0) {
+        return Err(EngineError::Input("batch sizes must be positive".into()));
     }
-    for t in &args.towers {
-        if t != "image" && t != "text" {
-            return Err(EngineError::Input(format!(
-                "unknown tower `{t}` (expected image or text)"
-            )));
-        }
+    if !(opts.seconds.is_finite() && opts.seconds >= 0.0) {
+        return Err(EngineError::Input(format!(
+            "seconds must be a non-negative number, got {}",
+            opts.seconds
+        )));
     }
     let t0 = Instant::now();
-    let weights =
-        Weights::random(&cfg, args.seed).map_err(|e| EngineError::Weight(e.to_string()))?;
-    let model = build(&cfg, &weights, args, args.precision)?;
-    let fp32 = if model.precision() == Precision::Int8 && args.check_int8 {
-        Some(build(&cfg, &weights, args, Precision::Fp32)?)
+    let weights = random_tensors(&cfg, opts.seed)?;
+    let model = build(&cfg, &weights, opts, opts.precision)?;
+    let fp32 = if model.precision() == Precision::Int8 && opts.check_int8 {
+        Some(build(&cfg, &weights, opts, Precision::Fp32)?)
     } else {
         None
     };
     drop(weights);
+    let build_s = t0.elapsed().as_secs_f64();
     let load_peak = peak_rss_kib();
-    println!(
-        "model arch={} precision={} threads={} isa={} vnni={} build_s={:.1}",
-        args.arch,
-        model.precision(),
-        model.threads(),
-        model.isa().name(),
-        crate::cpu::features().vnni,
-        t0.elapsed().as_secs_f64()
-    );
-    if let Some(f) = &fp32 {
-        let px = fixed_pixels(8, cfg.vision.image_size, 11);
-        let texts = fixed_texts(
-            8,
-            args.text_tokens,
-            cfg.text.context_length,
-            cfg.text.vocab_size,
-            12,
-        );
-        let e = model.embed_dim();
-        let ci = cosines(&model.encode_images(&px, 8)?, &f.encode_images(&px, 8)?, e);
-        let ct = cosines(&model.encode_texts(&texts)?, &f.encode_texts(&texts)?, e);
-        let stat = |c: &[f32]| {
-            (
-                c.iter().cloned().fold(1.0f32, f32::min),
-                c.iter().sum::<f32>() / c.len() as f32,
-            )
-        };
-        let (imin, imean) = stat(&ci);
-        let (tmin, tmean) = stat(&ct);
-        println!("int8_vs_fp32 image_cos_min={imin:.5} image_cos_mean={imean:.5} text_cos_min={tmin:.5} text_cos_mean={tmean:.5} (8 fixed inputs each)");
-    }
-    drop(fp32);
-    let reset = reset_peak_rss();
-    let mut out = Vec::new();
-    let s = cfg.vision.image_size;
-    for tower in &args.towers {
-        for &b in &args.batch {
-            let ips = if tower == "image" {
-                let px = fixed_pixels(b, s, b as u64);
-                measure(args.seconds, b, || model.encode_images(&px, b).map(|_| ()))?
-            } else {
-                let texts = fixed_texts(
-                    b,
-                    args.text_tokens,
-                    cfg.text.context_length,
-                    cfg.text.vocab_size,
-                    b as u64,
-                );
-                measure(args.seconds, b, || model.encode_texts(&texts).map(|_| ()))?
-            };
-            let extra = if tower == "text" {
-                format!(" tokens={}", args.text_tokens)
-            } else {
-                String::new()
-            };
-            println!(
-                "bench tower={tower} batch={b} precision={} threads={} items_per_s={ips:.2}{extra}",
-                model.precision(),
-                model.threads()
+    let int8_check = match &fp32 {
+        Some(f) => {
+            let n = 8;
+            let px = fixed_pixels(n, cfg.vision.image_size, 11);
+            let texts = fixed_texts(
+                n,
+                opts.text_tokens,
+                cfg.text.context_length,
+                cfg.text.vocab_size,
+                12,
             );
-            out.push(BenchResult {
-                tower: tower.clone(),
+            let e = model.embed_dim();
+            let ci = cosines(
+                model.encode_images(&px, n)?.as_slice(),
+                f.encode_images(&px, n)?.as_slice(),
+                e,
+            );
+            let ct = cosines(
+                model.encode_texts(&texts)?.as_slice(),
+                f.encode_texts(&texts)?.as_slice(),
+                e,
+            );
+            let stat = |c: &[f32]| {
+                (
+                    c.iter().cloned().fold(1.0f32, f32::min),
+                    c.iter().sum::<f32>() / c.len().max(1) as f32,
+                )
+            };
+            let (image_cos_min, image_cos_mean) = stat(&ci);
+            let (text_cos_min, text_cos_mean) = stat(&ct);
+            Some(Int8Check {
+                inputs: n,
+                image_cos_min,
+                image_cos_mean,
+                text_cos_min,
+                text_cos_mean,
+            })
+        }
+        None => None,
+    };
+    drop(fp32);
+    let peak_rss_reset = reset_peak_rss();
+    let mut results = Vec::new();
+    let s = cfg.vision.image_size;
+    for &tower in &opts.towers {
+        for &b in &opts.batch {
+            let ips = match tower {
+                BenchTower::Image => {
+                    let px = fixed_pixels(b, s, b as u64);
+                    measure(opts.seconds, b, || model.encode_images(&px, b).map(|_| ()))?
+                }
+                BenchTower::Text => {
+                    let texts = fixed_texts(
+                        b,
+                        opts.text_tokens,
+                        cfg.text.context_length,
+                        cfg.text.vocab_size,
+                        b as u64,
+                    );
+                    measure(opts.seconds, b, || model.encode_texts(&texts).map(|_| ()))?
+                }
+            };
+            results.push(BenchResult {
+                tower,
                 batch: b,
                 items_per_s: ips,
             });
         }
     }
-    let mib = |k: Option<u64>| k.map_or("n/a".to_string(), |k| format!("{:.0}", k as f64 / 1024.0));
-    println!(
-        "peak_rss_mib={} (inference{}) load_peak_rss_mib={}",
-        mib(peak_rss_kib()),
-        if reset {
-            ""
-        } else {
-            ", reset unavailable: includes load"
-        },
-        mib(load_peak)
-    );
-    Ok(out)
+    Ok(BenchReport {
+        arch: opts.arch.clone(),
+        precision: model.precision(),
+        threads: model.threads(),
+        isa: model.isa().name(),
+        vnni: crate::cpu::features().vnni,
+        build_s,
+        text_tokens: opts.text_tokens,
+        int8_check,
+        results,
+        peak_rss_kib: peak_rss_kib(),
+        peak_rss_reset,
+        load_peak_rss_kib: load_peak,
+    })
 }
 
 fn cosines(a: &[f32], b: &[f32], e: usize) -> Vec<f32> {

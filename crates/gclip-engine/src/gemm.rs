@@ -209,8 +209,8 @@ pub(crate) fn run_tasks(
     }
 }
 
-/// The buffer and epilogue checks shared by [`gemm`] and the int8 GEMM: programming errors
-/// (the model validates user-facing shapes first), so they panic with `name` in the message.
+/// The buffer and epilogue checks shared by [`gemm`] and the int8 GEMM; `name` goes in the
+/// message. Called with `m > 0`.
 pub(crate) fn check_args(
     name: &str,
     (m, n, k): (usize, usize, usize),
@@ -219,30 +219,42 @@ pub(crate) fn check_args(
     c: &[f32],
     ldc: usize,
     epi: &Epilogue<'_>,
-) {
-    assert!(
-        lda >= k && a.len() >= (m - 1) * lda + k,
-        "{name}: A too small"
-    );
-    assert!(
-        ldc >= n && c.len() >= (m - 1) * ldc + n,
-        "{name}: C too small"
-    );
-    if let Some(bias) = epi.bias {
-        assert!(bias.len() >= n, "{name}: bias too short");
+) -> Result<(), EngineError> {
+    let need = |rows: usize, ld: usize, cols: usize| {
+        (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols))
+    };
+    if lda < k || need(m, lda, k).is_none_or(|n| a.len() < n) {
+        return Err(EngineError::Shape(format!(
+            "{name}: A holds {} values, too few for {m} rows of {k} with stride {lda}",
+            a.len()
+        )));
     }
-    assert!(
-        !(epi.accumulate && epi.act != Activation::None),
-        "{name}: accumulate with an activation is unsupported"
-    );
+    if ldc < n || need(m, ldc, n).is_none_or(|x| c.len() < x) {
+        return Err(EngineError::Shape(format!(
+            "{name}: C holds {} values, too few for {m} rows of {n} with stride {ldc}",
+            c.len()
+        )));
+    }
+    if let Some(bias) = epi.bias {
+        if bias.len() < n {
+            return Err(EngineError::Shape(format!(
+                "{name}: bias has {} values, needs {n}",
+                bias.len()
+            )));
+        }
+    }
+    if epi.accumulate && epi.act != Activation::None {
+        return Err(EngineError::Input(format!(
+            "{name}: accumulate with an activation is unsupported"
+        )));
+    }
+    Ok(())
 }
 
 /// `C[m, n] (=|+=) act(A[m, k] * B + bias)` with `A` row-major (row stride
 /// `lda`) and `C` row-major (row stride `ldc`).
 ///
-/// # Panics
-/// If a buffer is smaller than its stated shape (a programming error; the
-/// model checks user-facing shapes before calling).
+/// A buffer smaller than its stated shape is an [`EngineError::Shape`].
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     isa: Isa,
@@ -254,12 +266,12 @@ pub fn gemm(
     c: &mut [f32],
     ldc: usize,
     epi: Epilogue<'_>,
-) {
+) -> Result<(), EngineError> {
     let (n, k) = (b.n, b.k);
     if m == 0 || n == 0 {
-        return;
+        return Ok(());
     }
-    check_args("gemm", (m, n, k), a, lda, c, ldc, &epi);
+    check_args("gemm", (m, n, k), a, lda, c, ldc, &epi)?;
     let isa = isa.min(cpu::hardware().isa);
     let (mr, mc) = tile_rows(isa);
     let panels = n.div_ceil(NR);
@@ -311,6 +323,7 @@ pub fn gemm(
             }
         });
     });
+    Ok(())
 }
 
 /// Packs `rows` rows of A into consecutive micro-panels of `mr` rows

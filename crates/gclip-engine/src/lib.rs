@@ -11,11 +11,11 @@
 //!
 //! ```no_run
 //! use gclip_engine::{EngineModel, EngineOptions, Precision};
-//! use gclip_model::{load_weights, LoadOptions};
+//! use gclip_checkpoint::{load_tensors, LoadOptions};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let lw = load_weights("path/to/model".as_ref(), &LoadOptions::default())?;
+//! let lt = load_tensors("path/to/model".as_ref(), &LoadOptions::default())?;
 //! let opts = EngineOptions { precision: Precision::Int8, threads: Some(2), ..Default::default() };
-//! let engine = EngineModel::from_weights(&lw.config, &lw.weights, &opts)?;
+//! let engine = EngineModel::from_weights(&lt.config, &lt.tensors, &opts)?;
 //! let s = engine.image_size();
 //! let img = engine.encode_images_normalized(&vec![0.0; 3 * s * s], 1)?; // [1, embed]
 //! let txt = engine.encode_texts_normalized(&[vec![49406, 320, 49407]])?;
@@ -23,13 +23,13 @@
 //! ```
 //!
 //! To keep peak memory near the packed size, stream the tensors from the memory-mapped
-//! checkpoint instead: `let src = gclip_model::open_tensors(path, &opts)?;` then
+//! checkpoint instead: `let src = gclip_checkpoint::open_tensors(path, &opts)?;` then
 //! `EngineModel::from_source(&src.config, &src, &opts)` (see [`WeightSource`]).
 //!
 //! Benchmarks: `benches/gemm.rs` (GEMM GFLOPS at ViT shapes, with
 //! `benches/gemm_ref.py` for numpy/torch on the same shapes) and
-//! [`bench::run`] (items/s of a random-weight model; `gclip bench`, or the
-//! `bench` example), compared with open_clip by `bench/compare_torch.py`.
+//! [`bench::run`] (items/s of a random-weight model, returned as a [`bench::BenchReport`];
+//! `gclip bench` prints it), compared with open_clip by `bench/compare_torch.py`.
 
 pub mod bench;
 pub mod cpu;
@@ -57,13 +57,21 @@ pub enum EngineError {
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     ThreadPool(String),
-    /// A weight tensor could not be read.
-    #[error("weight {0}")]
-    Weight(String),
+    /// A weight tensor could not be read from the checkpoint.
+    #[error("weight `{key}`: {source}")]
+    Weight {
+        /// Canonical key.
+        key: String,
+        /// Why the checkpoint could not deliver it.
+        source: gclip_checkpoint::CheckpointError,
+    },
+    /// Checkpoint or architecture error (unknown arch, bad random-weight config, ...).
+    #[error(transparent)]
+    Checkpoint(#[from] gclip_checkpoint::CheckpointError),
+    /// Embedding rows could not be assembled.
+    #[error(transparent)]
+    Vector(#[from] gclip_vectors::VectorError),
     /// A model feature the engine does not implement.
     #[error("unsupported by the engine: {0}")]
     Unsupported(String),
-    /// Unknown architecture name.
-    #[error("unknown architecture `{0}`")]
-    UnknownArch(String),
 }

@@ -1,6 +1,8 @@
 //! The CLIP towers on the engine's kernels.
 
-use gclip_model::{ClipConfig, TensorSource, TextPool, VisionPool, Weights};
+use gclip_checkpoint::keys::{self, Tower};
+use gclip_checkpoint::{pool_position, ClipConfig, TensorMap, TensorSource, TextPool, VisionPool};
+use gclip_vectors::Embeddings;
 use rayon::prelude::*;
 
 use crate::cpu::{self, Isa};
@@ -162,20 +164,15 @@ pub trait WeightSource {
     fn fetch(&self, key: &str) -> Result<Option<TensorData>, EngineError>;
 }
 
-impl WeightSource for Weights {
+/// Raw tensors in memory (e.g. from `gclip_checkpoint::load_tensors` or `random_tensors`).
+impl WeightSource for TensorMap {
     fn fetch(&self, key: &str) -> Result<Option<TensorData>, EngineError> {
-        let Some(t) = self.get(key) else {
-            return Ok(None);
-        };
-        let data = t
-            .to_dtype(candle_core::DType::F32)
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| EngineError::Weight(format!("`{key}`: {e}")))?;
-        Ok(Some((t.dims().to_vec(), data)))
+        Ok(self.get(key).map(|t| (t.shape().to_vec(), t.to_f32())))
     }
 }
 
+/// A checkpoint opened lazily with `gclip_checkpoint::open_tensors`: each tensor is read from
+/// the memory-mapped file when the engine asks for it.
 impl WeightSource for TensorSource {
     fn fetch(&self, key: &str) -> Result<Option<TensorData>, EngineError> {
         if self.shape(key).is_none() {
@@ -183,7 +180,10 @@ impl WeightSource for TensorSource {
         }
         self.get_f32(key)
             .map(Some)
-            .map_err(|e| EngineError::Weight(format!("`{key}`: {e}")))
+            .map_err(|source| EngineError::Weight {
+                key: key.to_string(),
+                source,
+            })
     }
 }
 
@@ -204,10 +204,15 @@ fn tensor<S: WeightSource + ?Sized>(
     Ok(data)
 }
 
-fn norm<S: WeightSource + ?Sized>(w: &S, prefix: &str, width: usize) -> Result<Norm, EngineError> {
+fn norm<S: WeightSource + ?Sized>(
+    w: &S,
+    weight: &str,
+    bias: &str,
+    width: usize,
+) -> Result<Norm, EngineError> {
     Ok(Norm {
-        gamma: tensor(w, &format!("{prefix}.weight"), &[width])?,
-        beta: tensor(w, &format!("{prefix}.bias"), &[width])?,
+        gamma: tensor(w, weight, &[width])?,
+        beta: tensor(w, bias, &[width])?,
     })
 }
 
@@ -228,17 +233,17 @@ fn linear<S: WeightSource + ?Sized>(
     Ok(Linear { w, bias })
 }
 
-fn act_of(a: gclip_model::Activation) -> Activation {
+fn act_of(a: gclip_checkpoint::Activation) -> Activation {
     match a {
-        gclip_model::Activation::QuickGelu => Activation::QuickGelu,
-        gclip_model::Activation::Gelu => Activation::Gelu,
+        gclip_checkpoint::Activation::QuickGelu => Activation::QuickGelu,
+        gclip_checkpoint::Activation::Gelu => Activation::Gelu,
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn stack<S: WeightSource + ?Sized>(
     w: &S,
-    prefix: &str,
+    tower: Tower,
     width: usize,
     heads: usize,
     mlp: usize,
@@ -250,52 +255,22 @@ fn stack<S: WeightSource + ?Sized>(
 ) -> Result<Stack, EngineError> {
     if heads == 0 || !width.is_multiple_of(heads) {
         return Err(EngineError::Shape(format!(
-            "{prefix}: width {width} not divisible by {heads} heads"
+            "{}: width {width} not divisible by {heads} heads",
+            tower.blocks_prefix()
         )));
     }
     let mut blocks = Vec::with_capacity(layers);
     for i in 0..layers {
-        let b = format!("{prefix}.resblocks.{i}");
+        let k = keys::block(tower, i);
         blocks.push(Block {
-            ln1: norm(w, &format!("{b}.ln_1"), width)?,
-            qkv: linear(
-                w,
-                &format!("{b}.attn.in_proj_weight"),
-                &format!("{b}.attn.in_proj_bias"),
-                3 * width,
-                width,
-                p,
-            )?,
-            out: linear(
-                w,
-                &format!("{b}.attn.out_proj.weight"),
-                &format!("{b}.attn.out_proj.bias"),
-                width,
-                width,
-                p,
-            )?,
-            ln2: norm(w, &format!("{b}.ln_2"), width)?,
-            fc: linear(
-                w,
-                &format!("{b}.mlp.c_fc.weight"),
-                &format!("{b}.mlp.c_fc.bias"),
-                mlp,
-                width,
-                p,
-            )?,
-            proj: linear(
-                w,
-                &format!("{b}.mlp.c_proj.weight"),
-                &format!("{b}.mlp.c_proj.bias"),
-                width,
-                mlp,
-                p,
-            )?,
+            ln1: norm(w, &k.ln_1_weight, &k.ln_1_bias, width)?,
+            qkv: linear(w, &k.in_proj_weight, &k.in_proj_bias, 3 * width, width, p)?,
+            out: linear(w, &k.out_proj_weight, &k.out_proj_bias, width, width, p)?,
+            ln2: norm(w, &k.ln_2_weight, &k.ln_2_bias, width)?,
+            fc: linear(w, &k.c_fc_weight, &k.c_fc_bias, mlp, width, p)?,
+            proj: linear(w, &k.c_proj_weight, &k.c_proj_bias, width, mlp, p)?,
             ls: if layer_scale {
-                Some((
-                    tensor(w, &format!("{b}.ls_1.gamma"), &[width])?,
-                    tensor(w, &format!("{b}.ls_2.gamma"), &[width])?,
-                ))
+                Some((tensor(w, &k.ls_1, &[width])?, tensor(w, &k.ls_2, &[width])?))
             } else {
                 None
             },
@@ -355,17 +330,17 @@ impl Scratch {
 }
 
 impl EngineModel {
-    /// Builds the engine from canonical (open_clip-named) weights.
+    /// Builds the engine from canonical (open_clip-named) raw tensors.
     pub fn from_weights(
         cfg: &ClipConfig,
-        weights: &Weights,
+        weights: &TensorMap,
         opts: &EngineOptions,
     ) -> Result<Self, EngineError> {
         Self::from_source(cfg, weights, opts)
     }
 
     /// Builds the engine from any [`WeightSource`], one tensor at a time: with a lazy
-    /// [`TensorSource`] (from [`gclip_model::open_tensors`]) the weights are streamed from the
+    /// [`TensorSource`] (from [`gclip_checkpoint::open_tensors`]) the weights are streamed from the
     /// memory-mapped checkpoint and never held in full next to their packed copy.
     pub fn from_source<S: WeightSource + ?Sized>(
         cfg: &ClipConfig,
@@ -402,7 +377,7 @@ impl EngineModel {
         let pdim = 3 * v.patch_size * v.patch_size;
         let conv = tensor(
             weights,
-            "visual.conv1.weight",
+            keys::VISUAL_CONV1,
             &[v.width, 3, v.patch_size, v.patch_size],
         )?;
         let vision = Vision {
@@ -410,16 +385,21 @@ impl EngineModel {
             patch: v.patch_size,
             grid,
             patch_embed: PackedMatrix::from_nk(&conv, v.width, pdim)?,
-            class: tensor(weights, "visual.class_embedding", &[v.width])?,
-            pos: tensor(weights, "visual.positional_embedding", &[npos, v.width])?,
+            class: tensor(weights, keys::VISUAL_CLASS_EMBEDDING, &[v.width])?,
+            pos: tensor(weights, keys::VISUAL_POSITIONAL_EMBEDDING, &[npos, v.width])?,
             ln_pre: if v.no_ln_pre {
                 None
             } else {
-                Some(norm(weights, "visual.ln_pre", v.width)?)
+                Some(norm(
+                    weights,
+                    keys::VISUAL_LN_PRE_WEIGHT,
+                    keys::VISUAL_LN_PRE_BIAS,
+                    v.width,
+                )?)
             },
             stack: stack(
                 weights,
-                "visual.transformer",
+                Tower::Vision,
                 v.width,
                 v.heads,
                 v.mlp_width(),
@@ -429,9 +409,14 @@ impl EngineModel {
                 v.ls_init_value.is_some(),
                 p,
             )?,
-            ln_post: norm(weights, "visual.ln_post", v.width)?,
+            ln_post: norm(
+                weights,
+                keys::VISUAL_LN_POST_WEIGHT,
+                keys::VISUAL_LN_POST_BIAS,
+                v.width,
+            )?,
             proj: PackedMatrix::from_kn(
-                &tensor(weights, "visual.proj", &[v.width, e])?,
+                &tensor(weights, keys::VISUAL_PROJ, &[v.width, e])?,
                 v.width,
                 e,
             )?,
@@ -441,16 +426,16 @@ impl EngineModel {
         let (proj, proj_bias) = if t.proj_bias {
             (
                 PackedMatrix::from_nk(
-                    &tensor(weights, "text_projection.weight", &[e, t.width])?,
+                    &tensor(weights, keys::TEXT_PROJECTION_WEIGHT, &[e, t.width])?,
                     e,
                     t.width,
                 )?,
-                Some(tensor(weights, "text_projection.bias", &[e])?),
+                Some(tensor(weights, keys::TEXT_PROJECTION_BIAS, &[e])?),
             )
         } else {
             (
                 PackedMatrix::from_kn(
-                    &tensor(weights, "text_projection", &[t.width, e])?,
+                    &tensor(weights, keys::TEXT_PROJECTION, &[t.width, e])?,
                     t.width,
                     e,
                 )?,
@@ -460,15 +445,15 @@ impl EngineModel {
         let text = Text {
             context: t.context_length,
             vocab: t.vocab_size,
-            tok: tensor(weights, "token_embedding.weight", &[t.vocab_size, t.width])?,
+            tok: tensor(weights, keys::TOKEN_EMBEDDING, &[t.vocab_size, t.width])?,
             pos: tensor(
                 weights,
-                "positional_embedding",
+                keys::POSITIONAL_EMBEDDING,
                 &[t.context_length, t.width],
             )?,
             stack: stack(
                 weights,
-                "transformer",
+                Tower::Text,
                 t.width,
                 t.heads,
                 t.mlp_width(),
@@ -478,7 +463,7 @@ impl EngineModel {
                 t.ls_init_value.is_some(),
                 p,
             )?,
-            ln_final: norm(weights, "ln_final", t.width)?,
+            ln_final: norm(weights, keys::LN_FINAL_WEIGHT, keys::LN_FINAL_BIAS, t.width)?,
             proj,
             proj_bias,
             pool: t.pool,
@@ -536,7 +521,7 @@ impl EngineModel {
 
     /// Embeds `n` preprocessed images, `pixels` = `[n, 3, S, S]` row-major.
     /// Returns `[n, embed_dim]` (not normalised).
-    pub fn encode_images(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>, EngineError> {
+    pub fn encode_images(&self, pixels: &[f32], n: usize) -> Result<Embeddings, EngineError> {
         let s = self.vision.image_size;
         let per = 3 * s * s;
         if pixels.len() != n * per {
@@ -553,9 +538,9 @@ impl EngineModel {
         for (i0, chunk) in pixels.chunks(per * self.max_batch).enumerate() {
             let nb = chunk.len() / per;
             let o = &mut out[i0 * self.max_batch * self.embed_dim..][..nb * self.embed_dim];
-            self.vision_forward(chunk, nb, o, scratch);
+            self.vision_forward(chunk, nb, o, scratch)?;
         }
-        Ok(out)
+        Ok(Embeddings::new(self.embed_dim, out)?)
     }
 
     /// [`Self::encode_images`] with each row L2-normalised.
@@ -563,9 +548,9 @@ impl EngineModel {
         &self,
         pixels: &[f32],
         n: usize,
-    ) -> Result<Vec<f32>, EngineError> {
+    ) -> Result<Embeddings, EngineError> {
         let mut v = self.encode_images(pixels, n)?;
-        ops::l2_normalize_rows(&mut v, self.embed_dim);
+        v.normalize();
         Ok(v)
     }
 
@@ -574,7 +559,7 @@ impl EngineModel {
     ///
     /// Texts are grouped by pooled position so each group runs only up to
     /// its longest text (exact for the causal tower).
-    pub fn encode_texts(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>, EngineError> {
+    pub fn encode_texts(&self, ids: &[Vec<u32>]) -> Result<Embeddings, EngineError> {
         let t = &self.text;
         let mut lens = Vec::with_capacity(ids.len());
         for (i, row) in ids.iter().enumerate() {
@@ -591,7 +576,7 @@ impl EngineModel {
                     t.vocab
                 )));
             }
-            let pos = gclip_model::pool_position(row, t.pool, t.eos);
+            let pos = pool_position(row, t.pool, t.eos);
             // A causal tower needs only positions 0..=pos; otherwise all.
             let need = if t.causal { pos + 1 } else { row.len() };
             lens.push((need, pos));
@@ -609,18 +594,18 @@ impl EngineModel {
                 .iter()
                 .map(|&i| (ids[i].as_slice(), lens[i].1))
                 .collect();
-            let emb = self.text_forward(&rows, len, scratch);
+            let emb = self.text_forward(&rows, len, scratch)?;
             for (g, &i) in group.iter().enumerate() {
                 out[i * e..(i + 1) * e].copy_from_slice(&emb[g * e..(g + 1) * e]);
             }
         }
-        Ok(out)
+        Ok(Embeddings::new(e, out)?)
     }
 
     /// [`Self::encode_texts`] with each row L2-normalised.
-    pub fn encode_texts_normalized(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>, EngineError> {
+    pub fn encode_texts_normalized(&self, ids: &[Vec<u32>]) -> Result<Embeddings, EngineError> {
         let mut v = self.encode_texts(ids)?;
-        ops::l2_normalize_rows(&mut v, self.embed_dim);
+        v.normalize();
         Ok(v)
     }
 
@@ -629,19 +614,27 @@ impl EngineModel {
     }
 
     /// Layer norm of `m` rows, split over the pool when large.
-    fn ln(&self, x: &[f32], out: &mut [f32], m: usize, width: usize, n: &Norm, eps: f32) {
+    fn ln(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        m: usize,
+        width: usize,
+        n: &Norm,
+        eps: f32,
+    ) -> Result<(), EngineError> {
         let (x, out) = (&x[..m * width], &mut out[..m * width]);
         if self.threads > 1 && m >= 64 {
             let rows = m.div_ceil(self.threads * 2);
             self.pool.install(|| {
                 x.par_chunks(rows * width)
                     .zip(out.par_chunks_mut(rows * width))
-                    .for_each(|(xc, oc)| {
+                    .try_for_each(|(xc, oc)| {
                         ops::layer_norm(self.isa, xc, oc, width, &n.gamma, &n.beta, eps)
-                    });
-            });
+                    })
+            })
         } else {
-            ops::layer_norm(self.isa, x, out, width, &n.gamma, &n.beta, eps);
+            ops::layer_norm(self.isa, x, out, width, &n.gamma, &n.beta, eps)
         }
     }
 
@@ -656,7 +649,7 @@ impl EngineModel {
         ldc: usize,
         act: Activation,
         acc: bool,
-    ) {
+    ) -> Result<(), EngineError> {
         let epi = Epilogue {
             bias: Some(&l.bias),
             act,
@@ -684,7 +677,7 @@ impl EngineModel {
         causal: bool,
         s: &mut Scratch,
         pooled: Option<&[usize]>,
-    ) -> Option<Vec<f32>> {
+    ) -> Result<Option<Vec<f32>>, EngineError> {
         let m = batch * seq;
         let w = st.width;
         s.ensure(m, st);
@@ -697,7 +690,7 @@ impl EngineModel {
         };
         let nblocks = st.blocks.len();
         for (li, b) in st.blocks.iter().enumerate() {
-            self.ln(x, &mut s.h, m, w, &b.ln1, st.eps);
+            self.ln(x, &mut s.h, m, w, &b.ln1, st.eps)?;
             self.linear(
                 &b.qkv,
                 m,
@@ -707,7 +700,7 @@ impl EngineModel {
                 3 * w,
                 Activation::None,
                 false,
-            );
+            )?;
             if let (Some(pos), true) = (pooled, li + 1 == nblocks) {
                 let mut rows = vec![0.0f32; batch * w];
                 for (bi, &p) in pos.iter().enumerate() {
@@ -720,9 +713,9 @@ impl EngineModel {
                     &mut s.att[..batch * w],
                     shape,
                     pos,
-                );
-                self.block_tail(st, b, &mut rows, batch, s);
-                return Some(rows);
+                )?;
+                self.block_tail(st, b, &mut rows, batch, s)?;
+                return Ok(Some(rows));
             }
             ops::attention(
                 self.isa,
@@ -730,35 +723,42 @@ impl EngineModel {
                 &s.qkv[..m * 3 * w],
                 &mut s.att[..m * w],
                 shape,
-            );
-            self.block_tail(st, b, x, m, s);
+            )?;
+            self.block_tail(st, b, x, m, s)?;
         }
-        pooled.map(|pos| {
+        Ok(pooled.map(|pos| {
             let mut rows = vec![0.0f32; batch * w];
             for (bi, &p) in pos.iter().enumerate() {
                 rows[bi * w..(bi + 1) * w].copy_from_slice(&x[(bi * seq + p) * w..][..w]);
             }
             rows
-        })
+        }))
     }
 
     /// The rest of a block once attention is in `s.att`: out-projection with
     /// residual, then the MLP with residual, over `m` rows of `x`.
-    fn block_tail(&self, st: &Stack, b: &Block, x: &mut [f32], m: usize, s: &mut Scratch) {
+    fn block_tail(
+        &self,
+        st: &Stack,
+        b: &Block,
+        x: &mut [f32],
+        m: usize,
+        s: &mut Scratch,
+    ) -> Result<(), EngineError> {
         let w = st.width;
         match &b.ls {
             // Residual fused into the GEMM epilogue.
-            None => self.linear(&b.out, m, &s.att, w, x, w, Activation::None, true),
+            None => self.linear(&b.out, m, &s.att, w, x, w, Activation::None, true)?,
             // LayerScale: x += gamma * out_proj(att), through a temporary.
             Some((g1, _)) => {
-                self.linear(&b.out, m, &s.att, w, &mut s.h, w, Activation::None, false);
+                self.linear(&b.out, m, &s.att, w, &mut s.h, w, Activation::None, false)?;
                 add_scaled_rows(x, &s.h[..m * w], g1);
             }
         }
-        self.ln(x, &mut s.h, m, w, &b.ln2, st.eps);
-        self.linear(&b.fc, m, &s.h, w, &mut s.mlp, st.mlp, st.act, false);
+        self.ln(x, &mut s.h, m, w, &b.ln2, st.eps)?;
+        self.linear(&b.fc, m, &s.h, w, &mut s.mlp, st.mlp, st.act, false)?;
         match &b.ls {
-            None => self.linear(&b.proj, m, &s.mlp, st.mlp, x, w, Activation::None, true),
+            None => self.linear(&b.proj, m, &s.mlp, st.mlp, x, w, Activation::None, true)?,
             Some((_, g2)) => {
                 self.linear(
                     &b.proj,
@@ -769,13 +769,20 @@ impl EngineModel {
                     w,
                     Activation::None,
                     false,
-                );
+                )?;
                 add_scaled_rows(x, &s.h[..m * w], g2);
             }
         }
+        Ok(())
     }
 
-    fn vision_forward(&self, pixels: &[f32], n: usize, out: &mut [f32], s: &mut Scratch) {
+    fn vision_forward(
+        &self,
+        pixels: &[f32],
+        n: usize,
+        out: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<(), EngineError> {
         let v = &self.vision;
         let (sz, p, g) = (v.image_size, v.patch, v.grid);
         let w = v.stack.width;
@@ -809,7 +816,7 @@ impl EngineModel {
             &mut emb,
             w,
             Epilogue::default(),
-        );
+        )?;
         drop(patches);
         let m = n * seq;
         let mut x = vec![0.0f32; m * w];
@@ -824,7 +831,7 @@ impl EngineModel {
         }
         s.ensure(m, &v.stack);
         if let Some(ln) = &v.ln_pre {
-            self.ln(&x, &mut s.h, m, w, ln, v.stack.eps);
+            self.ln(&x, &mut s.h, m, w, ln, v.stack.eps)?;
             x.copy_from_slice(&s.h[..m * w]);
         }
         // Pool, with ln_post before or after as the config says.
@@ -834,14 +841,14 @@ impl EngineModel {
             VisionPool::Tok => {
                 let cls = vec![0usize; n];
                 let rows = self
-                    .run_stack(&v.stack, &mut x, n, seq, false, s, Some(&cls))
+                    .run_stack(&v.stack, &mut x, n, seq, false, s, Some(&cls))?
                     .unwrap_or_default();
-                self.ln(&rows, &mut pooled, n, w, &v.ln_post, eps);
+                self.ln(&rows, &mut pooled, n, w, &v.ln_post, eps)?;
             }
             VisionPool::Avg => {
-                self.run_stack(&v.stack, &mut x, n, seq, false, s, None);
+                self.run_stack(&v.stack, &mut x, n, seq, false, s, None)?;
                 if !v.final_ln_after_pool {
-                    self.ln(&x, &mut s.h, m, w, &v.ln_post, eps);
+                    self.ln(&x, &mut s.h, m, w, &v.ln_post, eps)?;
                     x.copy_from_slice(&s.h[..m * w]);
                 }
                 for b in 0..n {
@@ -855,7 +862,7 @@ impl EngineModel {
                 }
                 if v.final_ln_after_pool {
                     let tmp = pooled.clone();
-                    self.ln(&tmp, &mut pooled, n, w, &v.ln_post, eps);
+                    self.ln(&tmp, &mut pooled, n, w, &v.ln_post, eps)?;
                 }
             }
         }
@@ -869,11 +876,16 @@ impl EngineModel {
             out,
             self.embed_dim,
             Epilogue::default(),
-        );
+        )
     }
 
     /// One group of texts, run to `len` positions; `rows` = (ids, pooled position).
-    fn text_forward(&self, rows: &[(&[u32], usize)], len: usize, s: &mut Scratch) -> Vec<f32> {
+    fn text_forward(
+        &self,
+        rows: &[(&[u32], usize)],
+        len: usize,
+        s: &mut Scratch,
+    ) -> Result<Vec<f32>, EngineError> {
         let t = &self.text;
         let w = t.stack.width;
         let n = rows.len();
@@ -894,10 +906,10 @@ impl EngineModel {
         }
         let pos: Vec<usize> = rows.iter().map(|r| r.1).collect();
         let last = self
-            .run_stack(&t.stack, &mut x, n, len, t.causal, s, Some(&pos))
+            .run_stack(&t.stack, &mut x, n, len, t.causal, s, Some(&pos))?
             .unwrap_or_default();
         let mut pooled = vec![0.0f32; n * w];
-        self.ln(&last, &mut pooled, n, w, &t.ln_final, t.stack.eps);
+        self.ln(&last, &mut pooled, n, w, &t.ln_final, t.stack.eps)?;
         let mut out = vec![0.0f32; n * self.embed_dim];
         let epi = Epilogue {
             bias: t.proj_bias.as_deref(),
@@ -913,7 +925,7 @@ impl EngineModel {
             &mut out,
             self.embed_dim,
             epi,
-        );
-        out
+        )?;
+        Ok(out)
     }
 }

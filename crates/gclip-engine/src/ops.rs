@@ -4,6 +4,7 @@
 //! for AVX-512, AVX2 or baseline SSE; the best copy is picked at run time.
 
 use crate::cpu::{self, Isa};
+use crate::EngineError;
 
 /// Activation applied after a linear layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -185,8 +186,36 @@ fn layer_norm_body(
 }
 
 multiversion! {
-    /// Layer norm over rows of `width` (`x` and `out` hold whole rows).
-    pub fn layer_norm(x: &[f32], out: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_body
+    fn layer_norm_unchecked(x: &[f32], out: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_body
+}
+
+/// Layer norm over rows of `width`: `x` holds whole rows, `out` at least as many values,
+/// `gamma` and `beta` `width` values each (anything else is an [`EngineError::Shape`]).
+pub fn layer_norm(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [f32],
+    width: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> Result<(), EngineError> {
+    if width == 0 || !x.len().is_multiple_of(width) || out.len() < x.len() {
+        return Err(EngineError::Shape(format!(
+            "layer_norm: {} inputs and {} outputs for rows of {width}",
+            x.len(),
+            out.len()
+        )));
+    }
+    if gamma.len() != width || beta.len() != width {
+        return Err(EngineError::Shape(format!(
+            "layer_norm: gamma {} / beta {} values for width {width}",
+            gamma.len(),
+            beta.len()
+        )));
+    }
+    layer_norm_unchecked(isa, x, out, width, gamma, beta, eps);
+    Ok(())
 }
 
 #[inline(always)]
@@ -274,25 +303,53 @@ fn attn_head_body(
 /// (`[batch*seq, 3*W]`, the output of `in_proj`), writing `[batch*seq, W]`.
 /// Heads and sequences are spread over the thread pool.
 ///
-/// # Panics
-/// If the buffers are smaller than the shape requires.
+/// Buffers smaller than the shape requires are an [`EngineError::Shape`].
 pub fn attention(
     isa: Isa,
     pool: Option<&rayon::ThreadPool>,
     qkv: &[f32],
     out: &mut [f32],
     s: AttnShape,
-) {
-    let w = s.heads * s.head_dim;
-    assert!(out.len() >= s.batch * s.seq * w, "attention: out too small");
+) -> Result<(), EngineError> {
+    let rows = s.batch.checked_mul(s.seq);
+    check_attention(qkv, out, s, rows)?;
     attention_impl(isa, pool, qkv, out, s, |b| (0, s.seq, b * s.seq));
+    Ok(())
+}
+
+/// Checks `qkv` against the shape and `out` against `out_rows` rows of the model width.
+fn check_attention(
+    qkv: &[f32],
+    out: &[f32],
+    s: AttnShape,
+    out_rows: Option<usize>,
+) -> Result<(), EngineError> {
+    let w = s.heads.checked_mul(s.head_dim);
+    let need_qkv = s
+        .batch
+        .checked_mul(s.seq)
+        .and_then(|r| r.checked_mul(w?.checked_mul(3)?));
+    let need_out = out_rows.and_then(|r| r.checked_mul(w?));
+    if s.heads == 0 || s.head_dim == 0 {
+        return Err(EngineError::Shape(format!(
+            "attention: {} heads of width {}",
+            s.heads, s.head_dim
+        )));
+    }
+    if need_qkv.is_none_or(|n| qkv.len() < n) || need_out.is_none_or(|n| out.len() < n) {
+        return Err(EngineError::Shape(format!(
+            "attention: qkv {} / out {} values are too few for {s:?}",
+            qkv.len(),
+            out.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Attention for one query position per sequence (`query[b]`), writing
 /// `[batch, W]`: all a final block needs when only one token is pooled.
 ///
-/// # Panics
-/// If the buffers are too small or a query position is out of range.
+/// Buffers that are too small or query positions out of range are an error.
 pub fn attention_at(
     isa: Isa,
     pool: Option<&rayon::ThreadPool>,
@@ -300,14 +357,16 @@ pub fn attention_at(
     out: &mut [f32],
     s: AttnShape,
     query: &[usize],
-) {
-    let w = s.heads * s.head_dim;
-    assert!(
-        query.len() == s.batch && query.iter().all(|&q| q < s.seq),
-        "attention_at: bad queries"
-    );
-    assert!(out.len() >= s.batch * w, "attention_at: out too small");
+) -> Result<(), EngineError> {
+    if query.len() != s.batch || query.iter().any(|&q| q >= s.seq) {
+        return Err(EngineError::Input(format!(
+            "attention_at: queries {query:?} for {} sequences of {} tokens",
+            s.batch, s.seq
+        )));
+    }
+    check_attention(qkv, out, s, Some(s.batch))?;
     attention_impl(isa, pool, qkv, out, s, |b| (query[b], query[b] + 1, b));
+    Ok(())
 }
 
 /// `rows(b)` = (first query, end query, first output row) of sequence b.
@@ -320,10 +379,6 @@ fn attention_impl(
     rows: impl Fn(usize) -> (usize, usize, usize) + Send + Sync,
 ) {
     let w = s.heads * s.head_dim;
-    assert!(
-        qkv.len() >= s.batch * s.seq * 3 * w,
-        "attention: qkv too small"
-    );
     let isa = isa.min(cpu::hardware().isa);
     let optr = crate::gemm::SyncPtr(out.as_mut_ptr());
     let task = move |t: usize| {
@@ -400,6 +455,9 @@ fn attn_head_dispatch(
 
 /// L2-normalises each row of `width` in place (zero rows stay zero).
 pub fn l2_normalize_rows(xs: &mut [f32], width: usize) {
+    if width == 0 {
+        return;
+    }
     for r in xs.chunks_exact_mut(width) {
         let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
         if n > 0.0 {

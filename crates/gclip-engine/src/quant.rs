@@ -165,9 +165,8 @@ crate::ops::multiversion! {
 /// [`crate::gemm::gemm`]. Uses VNNI when the CPU has it, portable code
 /// otherwise.
 ///
-/// # Panics
-/// If a buffer is smaller than its stated shape, or on accumulate together
-/// with an activation.
+/// A buffer smaller than its stated shape, or accumulate together with an
+/// activation, is an error.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_i8(
     isa: Isa,
@@ -179,12 +178,12 @@ pub fn gemm_i8(
     c: &mut [f32],
     ldc: usize,
     epi: Epilogue<'_>,
-) {
+) -> Result<(), EngineError> {
     let (n, k) = (b.n, b.k);
     if m == 0 || n == 0 {
-        return;
+        return Ok(());
     }
-    crate::gemm::check_args("gemm_i8", (m, n, k), a, lda, c, ldc, &epi);
+    crate::gemm::check_args("gemm_i8", (m, n, k), a, lda, c, ldc, &epi)?;
     let vnni = isa == Isa::Avx512 && cpu::hardware().vnni;
     let fisa = isa.min(cpu::hardware().isa);
     let panels = n.div_ceil(NR);
@@ -238,6 +237,7 @@ pub fn gemm_i8(
             }
         });
     });
+    Ok(())
 }
 
 struct Tile<'a> {

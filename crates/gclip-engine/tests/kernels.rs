@@ -62,7 +62,7 @@ fn gemm_matches_reference_odd_shapes() {
                 for isa in available_isas() {
                     for p in [None, Some(&pool)] {
                         let mut got = init.clone();
-                        gemm(isa, p, m, &a, k, &packed, &mut got, n, epi);
+                        gemm(isa, p, m, &a, k, &packed, &mut got, n, epi).unwrap();
                         let d = max_diff(&got, &want);
                         let tol = 2e-6 * (k as f32).sqrt() * 4.0;
                         assert!(
@@ -92,8 +92,8 @@ fn gemm_kn_packing_equals_nk() {
     let p2 = PackedMatrix::from_kn(&w_kn, k, n).unwrap();
     let isa = gclip_engine::cpu::features().isa;
     let (mut c1, mut c2) = (vec![0.0; m * n], vec![0.0; m * n]);
-    gemm(isa, None, m, &a, k, &p1, &mut c1, n, Epilogue::default());
-    gemm(isa, None, m, &a, k, &p2, &mut c2, n, Epilogue::default());
+    gemm(isa, None, m, &a, k, &p1, &mut c1, n, Epilogue::default()).unwrap();
+    gemm(isa, None, m, &a, k, &p2, &mut c2, n, Epilogue::default()).unwrap();
     assert_eq!(c1, c2);
     assert!(PackedMatrix::from_nk(&w_nk, n, k + 1).is_err());
 }
@@ -139,7 +139,7 @@ fn layer_norm_and_softmax_match_f64() {
     let b = rng.vec(width);
     for isa in available_isas() {
         let mut out = vec![0.0; rows * width];
-        layer_norm(isa, &x, &mut out, width, &g, &b, 1e-5);
+        layer_norm(isa, &x, &mut out, width, &g, &b, 1e-5).unwrap();
         for r in 0..rows {
             let xr: Vec<f64> = x[r * width..(r + 1) * width]
                 .iter()
@@ -225,7 +225,7 @@ fn attention_matches_reference() {
         for isa in available_isas() {
             for p in [None, Some(&pool)] {
                 let mut got = vec![0.0; s.batch * s.seq * w];
-                attention(isa, p, &qkv, &mut got, s);
+                attention(isa, p, &qkv, &mut got, s).unwrap();
                 let d = max_diff(&got, &want);
                 assert!(d < 1e-5, "{isa:?} causal {causal}: max diff {d}");
             }
@@ -257,10 +257,10 @@ fn int8_gemm_matches_scalar_and_fp32() {
             };
             let init = rng.vec(m * n);
             let mut scalar = init.clone();
-            gemm_i8(Isa::Scalar, None, m, &a, k, &q, &mut scalar, n, epi);
+            gemm_i8(Isa::Scalar, None, m, &a, k, &q, &mut scalar, n, epi).unwrap();
             for isa in available_isas() {
                 let mut got = init.clone();
-                gemm_i8(isa, Some(&pool), m, &a, k, &q, &mut got, n, epi);
+                gemm_i8(isa, Some(&pool), m, &a, k, &q, &mut got, n, epi).unwrap();
                 let d = max_diff(&got, &scalar);
                 assert!(d < 1e-5, "{isa:?} int8 vs portable int8: {d}");
             }
@@ -300,9 +300,9 @@ fn attention_at_equals_rows_of_full_attention() {
     let query = [8, 0, 3, 5];
     let isa = gclip_engine::cpu::features().isa;
     let mut full = vec![0.0; s.batch * s.seq * w];
-    attention(isa, None, &qkv, &mut full, s);
+    attention(isa, None, &qkv, &mut full, s).unwrap();
     let mut at = vec![0.0; s.batch * w];
-    attention_at(isa, None, &qkv, &mut at, s, &query);
+    attention_at(isa, None, &qkv, &mut at, s, &query).unwrap();
     for (b, &q) in query.iter().enumerate() {
         assert_eq!(
             &at[b * w..(b + 1) * w],
@@ -310,4 +310,55 @@ fn attention_at_equals_rows_of_full_attention() {
             "sequence {b}"
         );
     }
+}
+
+/// The public kernels check their buffers against the stated shapes and return errors.
+#[test]
+fn undersized_buffers_are_errors_not_panics() {
+    let isa = Isa::Scalar;
+    let p = PackedMatrix::from_nk(&[0.5; 6], 2, 3).unwrap();
+    let mut c = vec![0.0; 4];
+    let epi = Epilogue::default();
+    assert!(gemm(isa, None, 2, &[0.0; 5], 3, &p, &mut c, 2, epi).is_err());
+    assert!(gemm(isa, None, 2, &[0.0; 6], 3, &p, &mut c[..3], 2, epi).is_err());
+    assert!(gemm(isa, None, 2, &[0.0; 6], 2, &p, &mut c, 2, epi).is_err());
+    let short_bias = Epilogue {
+        bias: Some(&[0.0]),
+        ..epi
+    };
+    assert!(gemm(isa, None, 2, &[0.0; 6], 3, &p, &mut c, 2, short_bias).is_err());
+    let both = Epilogue {
+        act: Activation::Gelu,
+        accumulate: true,
+        ..epi
+    };
+    assert!(gemm(isa, None, 2, &[0.0; 6], 3, &p, &mut c, 2, both).is_err());
+    gemm(isa, None, 2, &[1.0; 6], 3, &p, &mut c, 2, epi).unwrap();
+    assert_eq!(c, vec![1.5; 4]);
+    let q = PackedI8::from_nk(&[0.5; 6], 2, 3).unwrap();
+    assert!(gemm_i8(isa, None, 2, &[0.0; 5], 3, &q, &mut c, 2, epi).is_err());
+
+    let mut out = vec![0.0; 6];
+    assert!(layer_norm(isa, &[0.0; 5], &mut out, 2, &[1.0; 2], &[0.0; 2], 1e-5).is_err());
+    assert!(layer_norm(isa, &[0.0; 4], &mut out, 0, &[], &[], 1e-5).is_err());
+    assert!(layer_norm(isa, &[0.0; 4], &mut out, 2, &[1.0], &[0.0; 2], 1e-5).is_err());
+    assert!(layer_norm(isa, &[0.0; 6], &mut out[..4], 2, &[1.0; 2], &[0.0; 2], 1e-5).is_err());
+
+    let s = AttnShape {
+        batch: 1,
+        seq: 2,
+        heads: 2,
+        head_dim: 2,
+        causal: true,
+    };
+    let qkv = vec![0.1; 2 * 3 * 4];
+    let mut o = vec![0.0; 2 * 4];
+    attention(isa, None, &qkv, &mut o, s).unwrap();
+    assert!(attention(isa, None, &qkv[..20], &mut o, s).is_err());
+    assert!(attention(isa, None, &qkv, &mut o[..7], s).is_err());
+    let no_heads = AttnShape { heads: 0, ..s };
+    assert!(attention(isa, None, &qkv, &mut o, no_heads).is_err());
+    assert!(attention_at(isa, None, &qkv, &mut o, s, &[2]).is_err());
+    assert!(attention_at(isa, None, &qkv, &mut o, s, &[0, 1]).is_err());
+    attention_at(isa, None, &qkv, &mut o, s, &[1]).unwrap();
 }

@@ -6,10 +6,16 @@ use std::path::Path;
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::config::{Activation, ClipConfig, TextPool, VisionPool};
-use crate::error::{ModelError, Result};
-use crate::load::{load_weights, Layout, LoadOptions};
-use crate::weights::{expected_shapes, Weights};
+use gclip_checkpoint::keys::{self, BlockKeys, Tower};
+use gclip_checkpoint::{
+    expected_shapes, pool_position, Activation, ClipConfig, Layout, LoadOptions, VisionPool,
+};
+
+use crate::error::{CandleExt, ModelError, Result};
+use crate::weights::{load_weights, Weights};
+
+/// Tower internals work in candle's result; public methods convert at the boundary.
+type CResult<T> = candle_core::Result<T>;
 
 /// Layer norm over the last dimension: (x - mean) / sqrt(var + eps) * w + b.
 #[derive(Debug, Clone)]
@@ -20,36 +26,35 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn new(width: usize, eps: f64, vb: &VarBuilder) -> Result<Self> {
+    fn new(vb: &VarBuilder, weight: &str, bias: &str, width: usize, eps: f64) -> CResult<Self> {
         Ok(Self {
-            weight: vb.get(width, "weight")?,
-            bias: vb.get(width, "bias")?,
+            weight: vb.get(width, weight)?,
+            bias: vb.get(width, bias)?,
             eps,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let inv_std = (var + self.eps)?.sqrt()?.recip()?;
-        Ok(xc
-            .broadcast_mul(&inv_std)?
+        xc.broadcast_mul(&inv_std)?
             .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?)
+            .broadcast_add(&self.bias)
     }
 }
 
 /// Softmax over the last dimension. The max is detached: softmax is shift-invariant, so the
 /// gradient is unchanged and the backward pass skips the max reduction.
-fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+fn softmax_last_dim(x: &Tensor) -> CResult<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     let sum = e.sum_keepdim(D::Minus1)?;
-    Ok(e.broadcast_div(&sum)?)
+    e.broadcast_div(&sum)
 }
 
-fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+fn activate(x: &Tensor, act: Activation) -> CResult<Tensor> {
     Ok(match act {
         Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
         // candle's erf GELU has a backward in 0.11.
@@ -57,10 +62,16 @@ fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     })
 }
 
-fn linear(in_dim: usize, out_dim: usize, vb: &VarBuilder) -> Result<Linear> {
+fn linear(
+    vb: &VarBuilder,
+    weight: &str,
+    bias: &str,
+    in_dim: usize,
+    out_dim: usize,
+) -> CResult<Linear> {
     Ok(Linear::new(
-        vb.get((out_dim, in_dim), "weight")?,
-        Some(vb.get(out_dim, "bias")?),
+        vb.get((out_dim, in_dim), weight)?,
+        Some(vb.get(out_dim, bias)?),
     ))
 }
 
@@ -72,28 +83,27 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(width: usize, heads: usize, vb: &VarBuilder) -> Result<Self> {
+    fn new(vb: &VarBuilder, k: &BlockKeys, width: usize, heads: usize) -> CResult<Self> {
         let in_proj = Linear::new(
-            vb.get((3 * width, width), "in_proj_weight")?,
-            Some(vb.get(3 * width, "in_proj_bias")?),
+            vb.get((3 * width, width), &k.in_proj_weight)?,
+            Some(vb.get(3 * width, &k.in_proj_bias)?),
         );
         Ok(Self {
             in_proj,
-            out_proj: linear(width, width, &vb.pp("out_proj"))?,
+            out_proj: linear(vb, &k.out_proj_weight, &k.out_proj_bias, width, width)?,
             heads,
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
         let (b, l, w) = x.dims3()?;
         let hd = w / self.heads;
         let qkv = self.in_proj.forward(x)?;
-        let split = |i: usize| -> Result<Tensor> {
-            Ok(qkv
-                .narrow(2, i * w, w)?
+        let split = |i: usize| -> CResult<Tensor> {
+            qkv.narrow(2, i * w, w)?
                 .reshape((b, l, self.heads, hd))?
                 .transpose(1, 2)?
-                .contiguous()?)
+                .contiguous()
         };
         let q = (split(0)? * (hd as f64).powf(-0.5))?;
         let k = split(1)?;
@@ -104,7 +114,7 @@ impl Attention {
         }
         let att = softmax_last_dim(&att)?;
         let o = att.matmul(&v)?.transpose(1, 2)?.reshape((b, l, w))?;
-        Ok(self.out_proj.forward(&o)?)
+        self.out_proj.forward(&o)
     }
 }
 
@@ -120,33 +130,52 @@ struct Block {
 }
 
 impl Block {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        width: usize,
-        heads: usize,
-        mlp: usize,
-        layer_scale: bool,
-        act: Activation,
-        eps: f64,
-        vb: &VarBuilder,
-    ) -> Result<Self> {
+    /// Block `index` of `tower`, with the sizes of that tower in `cfg`.
+    fn new(vb: &VarBuilder, cfg: &ClipConfig, tower: Tower, index: usize) -> CResult<Self> {
+        let (width, heads, mlp, layer_scale, act, eps) = match tower {
+            Tower::Vision => {
+                let v = &cfg.vision;
+                let ls = v.ls_init_value.is_some();
+                (
+                    v.width,
+                    v.heads,
+                    v.mlp_width(),
+                    ls,
+                    v.activation,
+                    v.layer_norm_eps,
+                )
+            }
+            Tower::Text => {
+                let t = &cfg.text;
+                let ls = t.ls_init_value.is_some();
+                (
+                    t.width,
+                    t.heads,
+                    t.mlp_width(),
+                    ls,
+                    t.activation,
+                    t.layer_norm_eps,
+                )
+            }
+        };
+        let k = keys::block(tower, index);
         let ls = if layer_scale {
-            Some((vb.get(width, "ls_1.gamma")?, vb.get(width, "ls_2.gamma")?))
+            Some((vb.get(width, &k.ls_1)?, vb.get(width, &k.ls_2)?))
         } else {
             None
         };
         Ok(Self {
-            ln_1: LayerNorm::new(width, eps, &vb.pp("ln_1"))?,
-            attn: Attention::new(width, heads, &vb.pp("attn"))?,
-            ln_2: LayerNorm::new(width, eps, &vb.pp("ln_2"))?,
-            c_fc: linear(width, mlp, &vb.pp("mlp.c_fc"))?,
-            c_proj: linear(mlp, width, &vb.pp("mlp.c_proj"))?,
+            ln_1: LayerNorm::new(vb, &k.ln_1_weight, &k.ln_1_bias, width, eps)?,
+            attn: Attention::new(vb, &k, width, heads)?,
+            ln_2: LayerNorm::new(vb, &k.ln_2_weight, &k.ln_2_bias, width, eps)?,
+            c_fc: linear(vb, &k.c_fc_weight, &k.c_fc_bias, width, mlp)?,
+            c_proj: linear(vb, &k.c_proj_weight, &k.c_proj_bias, mlp, width)?,
             ls,
             act,
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
         let mut a = self.attn.forward(&self.ln_1.forward(x)?, mask)?;
         if let Some((g1, _)) = &self.ls {
             a = a.broadcast_mul(g1)?;
@@ -157,7 +186,7 @@ impl Block {
         if let Some((_, g2)) = &self.ls {
             m = m.broadcast_mul(g2)?;
         }
-        Ok((x + m)?)
+        x + m
     }
 }
 
@@ -206,60 +235,71 @@ impl ClipModel {
     /// candle's default init). Shapes come from `cfg`; dtype and device from `vb`.
     pub fn new(cfg: ClipConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
+        Self::build(cfg, vb).c()
+    }
+
+    fn build(cfg: ClipConfig, vb: VarBuilder) -> CResult<Self> {
         let v = &cfg.vision;
         let t = &cfg.text;
-        let vv = vb.pp("visual");
-        let conv = vv.get((v.width, 3, v.patch_size, v.patch_size), "conv1.weight")?;
+        let conv = vb.get((v.width, 3, v.patch_size, v.patch_size), keys::VISUAL_CONV1)?;
         let vision = VisionTower {
             patch_weight: conv.reshape((v.width, 3 * v.patch_size * v.patch_size))?,
-            class_embedding: vv.get(v.width, "class_embedding")?,
-            positional_embedding: vv.get((v.num_positions(), v.width), "positional_embedding")?,
+            class_embedding: vb.get(v.width, keys::VISUAL_CLASS_EMBEDDING)?,
+            positional_embedding: vb.get(
+                (v.num_positions(), v.width),
+                keys::VISUAL_POSITIONAL_EMBEDDING,
+            )?,
             ln_pre: if v.no_ln_pre {
                 None
             } else {
-                Some(LayerNorm::new(v.width, v.layer_norm_eps, &vv.pp("ln_pre"))?)
+                Some(LayerNorm::new(
+                    &vb,
+                    keys::VISUAL_LN_PRE_WEIGHT,
+                    keys::VISUAL_LN_PRE_BIAS,
+                    v.width,
+                    v.layer_norm_eps,
+                )?)
             },
             blocks: (0..v.layers)
-                .map(|i| {
-                    Block::new(
-                        v.width,
-                        v.heads,
-                        v.mlp_width(),
-                        v.ls_init_value.is_some(),
-                        v.activation,
-                        v.layer_norm_eps,
-                        &vv.pp(format!("transformer.resblocks.{i}")),
-                    )
-                })
-                .collect::<Result<_>>()?,
-            ln_post: LayerNorm::new(v.width, v.layer_norm_eps, &vv.pp("ln_post"))?,
-            proj: vv.get((v.width, cfg.embed_dim), "proj")?,
+                .map(|i| Block::new(&vb, &cfg, Tower::Vision, i))
+                .collect::<CResult<_>>()?,
+            ln_post: LayerNorm::new(
+                &vb,
+                keys::VISUAL_LN_POST_WEIGHT,
+                keys::VISUAL_LN_POST_BIAS,
+                v.width,
+                v.layer_norm_eps,
+            )?,
+            proj: vb.get((v.width, cfg.embed_dim), keys::VISUAL_PROJ)?,
         };
         let proj = if t.proj_bias {
-            TextProj::Linear(linear(t.width, cfg.embed_dim, &vb.pp("text_projection"))?)
+            TextProj::Linear(linear(
+                &vb,
+                keys::TEXT_PROJECTION_WEIGHT,
+                keys::TEXT_PROJECTION_BIAS,
+                t.width,
+                cfg.embed_dim,
+            )?)
         } else {
-            TextProj::Matrix(vb.get((t.width, cfg.embed_dim), "text_projection")?)
+            TextProj::Matrix(vb.get((t.width, cfg.embed_dim), keys::TEXT_PROJECTION)?)
         };
         let text = TextTower {
-            token_embedding: vb.get((t.vocab_size, t.width), "token_embedding.weight")?,
-            positional_embedding: vb.get((t.context_length, t.width), "positional_embedding")?,
+            token_embedding: vb.get((t.vocab_size, t.width), keys::TOKEN_EMBEDDING)?,
+            positional_embedding: vb
+                .get((t.context_length, t.width), keys::POSITIONAL_EMBEDDING)?,
             blocks: (0..t.layers)
-                .map(|i| {
-                    Block::new(
-                        t.width,
-                        t.heads,
-                        t.mlp_width(),
-                        t.ls_init_value.is_some(),
-                        t.activation,
-                        t.layer_norm_eps,
-                        &vb.pp(format!("transformer.resblocks.{i}")),
-                    )
-                })
-                .collect::<Result<_>>()?,
-            ln_final: LayerNorm::new(t.width, t.layer_norm_eps, &vb.pp("ln_final"))?,
+                .map(|i| Block::new(&vb, &cfg, Tower::Text, i))
+                .collect::<CResult<_>>()?,
+            ln_final: LayerNorm::new(
+                &vb,
+                keys::LN_FINAL_WEIGHT,
+                keys::LN_FINAL_BIAS,
+                t.width,
+                t.layer_norm_eps,
+            )?,
             proj,
         };
-        let logit_scale = vb.get((), "logit_scale")?;
+        let logit_scale = vb.get((), keys::LOGIT_SCALE)?;
         // Keep handles to the very tensors used (shared storage), so saving reflects training.
         let mut weights = Weights::new();
         for (key, shape) in expected_shapes(&cfg) {
@@ -310,21 +350,21 @@ impl ClipModel {
 
     /// `exp(logit_scale)`: the factor applied to cosine similarities.
     pub fn logit_scale_exp(&self) -> Result<f32> {
-        Ok(self
-            .logit_scale
-            .to_dtype(DType::F32)?
-            .exp()?
-            .to_scalar::<f32>()?)
+        self.logit_scale
+            .to_dtype(DType::F32)
+            .and_then(|t| t.exp())
+            .and_then(|t| t.to_scalar::<f32>())
+            .c()
     }
 
-    /// Saves the parameters in `layout` (see [`crate::save`]).
+    /// Saves the parameters in `layout` as f32 (see [`crate::save`]).
     pub fn save(
         &self,
         dir: &Path,
         layout: Layout,
         preprocess: Option<&serde_json::Value>,
     ) -> Result<()> {
-        crate::save::save(&self.weights, &self.cfg, dir, layout, preprocess)
+        crate::weights::save(&self.weights, &self.cfg, dir, layout, preprocess)
     }
 
     /// Image embeddings (not normalised) of `pixels` `[N, 3, S, S]` (S = `image_size`),
@@ -338,7 +378,12 @@ impl ClipModel {
                 s = v.image_size
             )));
         }
-        let n = dims[0];
+        self.vision_forward(pixels).c()
+    }
+
+    fn vision_forward(&self, pixels: &Tensor) -> CResult<Tensor> {
+        let v = &self.cfg.vision;
+        let n = pixels.dims()[0];
         let (p, g, w) = (v.patch_size, v.grid(), v.width);
         let x = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
         // Patch embedding as a matmul over flattened patches (same as the stride-p conv).
@@ -373,7 +418,7 @@ impl ClipModel {
                 .forward(&x.narrow(1, 1, g * g)?)?
                 .mean(1)?,
         };
-        Ok(pooled.matmul(&self.vision.proj)?)
+        pooled.matmul(&self.vision.proj)
     }
 
     /// Text embeddings (not normalised) of token ids `[N, L]` (u32, or any integer dtype),
@@ -390,9 +435,10 @@ impl ClipModel {
             )));
         }
         let host: Vec<Vec<u32>> = ids
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::U32)?
-            .to_vec2()?;
+            .to_device(&Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::U32))
+            .and_then(|t| t.to_vec2())
+            .c()?;
         if let Some(bad) = host.iter().flatten().find(|&&x| x as usize >= t.vocab_size) {
             return Err(ModelError::InvalidInput(format!(
                 "token id {bad} out of range for vocab_size {}",
@@ -403,6 +449,17 @@ impl ClipModel {
             .iter()
             .map(|row| pool_position(row, t.pool, t.eos_token_id))
             .collect();
+        self.text_forward(&host, &pos, n, l).c()
+    }
+
+    fn text_forward(
+        &self,
+        host: &[Vec<u32>],
+        pos: &[usize],
+        n: usize,
+        l: usize,
+    ) -> CResult<Tensor> {
+        let t = &self.cfg.text;
         // With a causal mask, the pooled state never depends on later tokens, so the
         // sequence can stop after the furthest pooled position.
         let len = if t.causal {
@@ -454,36 +511,19 @@ impl ClipModel {
 
 /// Row-wise L2 normalisation `x / max(||x||, 1e-12)` of a `[N, D]` tensor (differentiable).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
-    Ok(x.broadcast_div(&norm)?)
-}
-
-/// The position a text row is pooled at (mirrors open_clip / transformers).
-pub fn pool_position(row: &[u32], pool: TextPool, eos: u32) -> usize {
-    match pool {
-        TextPool::First => 0,
-        TextPool::Last => row.len().saturating_sub(1),
-        // First maximal id, as torch.argmax returns.
-        TextPool::Argmax => {
-            row.iter()
-                .enumerate()
-                .fold((0usize, 0u32), |(bi, bv), (i, &v)| {
-                    if v > bv || i == 0 {
-                        (i, v)
-                    } else {
-                        (bi, bv)
-                    }
-                })
-                .0
-        }
-        TextPool::Eos => row.iter().position(|&x| x == eos).unwrap_or(0),
-    }
+    let norm = x
+        .sqr()
+        .and_then(|s| s.sum_keepdim(D::Minus1))
+        .and_then(|s| s.sqrt())
+        .and_then(|s| s.maximum(1e-12))
+        .c()?;
+    x.broadcast_div(&norm).c()
 }
 
 /// Additive causal mask `[len, len]`: 0 on and below the diagonal, -inf above.
-fn causal_mask(len: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+fn causal_mask(len: usize, device: &Device, dtype: DType) -> CResult<Tensor> {
     let data: Vec<f32> = (0..len)
         .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
-    Ok(Tensor::from_vec(data, (len, len), device)?.to_dtype(dtype)?)
+    Tensor::from_vec(data, (len, len), device)?.to_dtype(dtype)
 }

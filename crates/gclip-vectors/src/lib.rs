@@ -51,7 +51,7 @@ impl Embeddings {
         if dim == 0 {
             return Err(VectorError::ZeroDim);
         }
-        if !data.len().is_multiple_of(dim) {
+        if data.len() % dim != 0 {
             return Err(VectorError::Ragged {
                 len: data.len(),
                 dim,
@@ -164,10 +164,7 @@ impl Embeddings {
 
 /// The L2 norm of `v`, accumulated in f64 so that long rows keep their precision.
 pub fn norm(v: &[f32]) -> f32 {
-    v.iter()
-        .map(|&x| x as f64 * x as f64)
-        .sum::<f64>()
-        .sqrt() as f32
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32
 }
 
 /// Scales `v` to unit L2 norm in place; a zero vector stays zero.
@@ -283,10 +280,7 @@ mod tests {
         assert!(e.is_empty());
         e.push(&[1.0, 2.0]).unwrap();
         assert_eq!(e.len(), 1);
-        assert_eq!(
-            e.row(1),
-            Err(VectorError::OutOfRange { index: 1, len: 1 })
-        );
+        assert_eq!(e.row(1), Err(VectorError::OutOfRange { index: 1, len: 1 }));
     }
 
     #[test]
@@ -334,7 +328,9 @@ mod tests {
         assert!((both[0] as f64 - 0.9 / n).abs() < 1e-7);
         assert!((both[1] as f64 - 0.1 / n).abs() < 1e-7);
         // A missing title leaves the image alone (weight renormalised to 1).
-        let only = fuse(2, &[(Some(&image), 0.9), (None, 0.1)]).unwrap().unwrap();
+        let only = fuse(2, &[(Some(&image), 0.9), (None, 0.1)])
+            .unwrap()
+            .unwrap();
         assert_eq!(only, vec![1.0, 0.0]);
         assert_eq!(fuse(2, &[(None, 1.0)]).unwrap(), None);
         assert!(fuse(3, &[(Some(&image), 1.0)]).is_err());

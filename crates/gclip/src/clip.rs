@@ -265,7 +265,7 @@ impl Clip {
             let e: Vec<f32> = match &self.towers {
                 Towers::Engine(m) => {
                     let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
-                    m.encode_texts(&rows)?
+                    m.encode_texts(&rows)?.into_vec()
                 }
                 Towers::Candle(m) => {
                     let mut flat = Vec::with_capacity(chunk.len() * width);
@@ -303,7 +303,7 @@ impl Clip {
         let mut emb = Embeddings::empty(dim);
         for chunk in pixels.chunks(per * self.batch_size) {
             let e = match &self.towers {
-                Towers::Engine(m) => m.encode_images(chunk, chunk.len() / per)?,
+                Towers::Engine(m) => m.encode_images(chunk, chunk.len() / per)?.into_vec(),
                 Towers::Candle(m) => {
                     let t = Tensor::from_slice(chunk, (chunk.len() / per, 3, s, s), &Device::Cpu)?;
                     m.encode_images(&t)?.flatten_all()?.to_vec1::<f32>()?

@@ -4,7 +4,7 @@
 //! `model_configs` directory (open_clip_torch 3.3.0, MIT licence, see `archs/LICENSE-open_clip`).
 
 use crate::config::ClipConfig;
-use crate::error::{ModelError, Result};
+use crate::error::{CheckpointError, Result};
 
 /// (name, open_clip model config JSON).
 const ARCHS: &[(&str, &str)] = &[
@@ -85,13 +85,13 @@ pub fn json_by_name(name: &str) -> Option<serde_json::Value> {
 }
 
 /// Config of a built-in architecture (e.g. `ViT-B-32`, `ViT-L-14-quickgelu`).
-/// An unknown name yields [`ModelError::UnknownArch`] listing the known ones.
+/// An unknown name yields [`CheckpointError::UnknownArch`] listing the known ones.
 /// OpenAI-style spellings such as `ViT-B/32` are accepted too.
 pub fn by_name(name: &str) -> Result<ClipConfig> {
     let normalised = name.trim().replace('/', "-");
     match json_by_name(&normalised) {
         Some(v) => ClipConfig::from_open_clip_json(&v),
-        None => Err(ModelError::UnknownArch {
+        None => Err(CheckpointError::UnknownArch {
             name: name.to_string(),
             known: names().into_iter().map(String::from).collect(),
         }),

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::error::{ModelError, Result};
+use crate::error::{CheckpointError, Result};
 
 /// Default `logit_scale` initial value, ln(1/0.07), as both reference libraries use.
 pub const DEFAULT_LOGIT_SCALE_INIT: f64 = 2.659_260_036_932_778_4;
@@ -164,7 +164,7 @@ fn mlp_width(width: usize, ratio: f64) -> usize {
 
 fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
     v.as_object()
-        .ok_or_else(|| ModelError::InvalidConfig(format!("`{what}` must be a JSON object")))
+        .ok_or_else(|| CheckpointError::InvalidConfig(format!("`{what}` must be a JSON object")))
 }
 
 fn get_usize(
@@ -174,16 +174,15 @@ fn get_usize(
     what: &str,
 ) -> Result<usize> {
     match m.get(key) {
-        None | Some(Value::Null) => {
-            default.ok_or_else(|| ModelError::InvalidConfig(format!("`{what}.{key}` is required")))
-        }
+        None | Some(Value::Null) => default
+            .ok_or_else(|| CheckpointError::InvalidConfig(format!("`{what}.{key}` is required"))),
         Some(Value::Array(a)) => {
             // open_clip allows (h, w) pairs; only square ones are supported.
             let vals: Vec<u64> = a.iter().filter_map(Value::as_u64).collect();
             if vals.len() == 2 && vals[0] == vals[1] {
                 Ok(vals[0] as usize)
             } else {
-                Err(ModelError::Unsupported(format!(
+                Err(CheckpointError::Unsupported(format!(
                     "`{what}.{key}` = {} (only square sizes are supported)",
                     Value::Array(a.clone())
                 )))
@@ -198,7 +197,7 @@ fn get_usize(
             })
             .map(|x| x as usize)
             .ok_or_else(|| {
-                ModelError::InvalidConfig(format!(
+                CheckpointError::InvalidConfig(format!(
                     "`{what}.{key}` must be a non-negative integer, got {v}"
                 ))
             }),
@@ -209,7 +208,7 @@ fn get_f64(m: &Map<String, Value>, key: &str, default: f64, what: &str) -> Resul
     match m.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => v.as_f64().ok_or_else(|| {
-            ModelError::InvalidConfig(format!("`{what}.{key}` must be a number, got {v}"))
+            CheckpointError::InvalidConfig(format!("`{what}.{key}` must be a number, got {v}"))
         }),
     }
 }
@@ -218,7 +217,7 @@ fn get_opt_f64(m: &Map<String, Value>, key: &str, what: &str) -> Result<Option<f
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-            ModelError::InvalidConfig(format!("`{what}.{key}` must be a number, got {v}"))
+            CheckpointError::InvalidConfig(format!("`{what}.{key}` must be a number, got {v}"))
         }),
     }
 }
@@ -260,27 +259,29 @@ const CUSTOM_BLOCK_FLAGS: [&str; 6] = [
 fn check_common_tower(m: &Map<String, Value>, what: &str) -> Result<f64> {
     for flag in CUSTOM_BLOCK_FLAGS {
         if truthy(m, flag) {
-            return Err(ModelError::Unsupported(format!(
+            return Err(CheckpointError::Unsupported(format!(
                 "`{what}.{flag}` (custom attention block)"
             )));
         }
     }
     if let Some(bt) = get_str(m, "block_type") {
         if bt != "default" {
-            return Err(ModelError::Unsupported(format!(
+            return Err(CheckpointError::Unsupported(format!(
                 "`{what}.block_type` = \"{bt}\""
             )));
         }
     }
     if truthy(m, "act_kwargs") {
-        return Err(ModelError::Unsupported(format!("`{what}.act_kwargs`")));
+        return Err(CheckpointError::Unsupported(format!("`{what}.act_kwargs`")));
     }
     let mut eps = DEFAULT_LAYER_NORM_EPS;
     if let Some(nk) = m.get("norm_kwargs").filter(|v| !v.is_null()) {
         let nk = obj(nk, &format!("{what}.norm_kwargs"))?;
         for (k, _) in nk.iter() {
             if k != "eps" {
-                return Err(ModelError::Unsupported(format!("`{what}.norm_kwargs.{k}`")));
+                return Err(CheckpointError::Unsupported(format!(
+                    "`{what}.norm_kwargs.{k}`"
+                )));
             }
         }
         eps = get_f64(nk, "eps", DEFAULT_LAYER_NORM_EPS, what)?;
@@ -291,7 +292,7 @@ fn check_common_tower(m: &Map<String, Value>, what: &str) -> Result<f64> {
 fn heads_from(width: usize, m: &Map<String, Value>, what: &str) -> Result<usize> {
     let head_width = get_usize(m, "head_width", Some(64), what)?;
     if head_width == 0 || width % head_width != 0 {
-        return Err(ModelError::InvalidConfig(format!(
+        return Err(CheckpointError::InvalidConfig(format!(
             "`{what}.width` {width} is not a multiple of head_width {head_width}"
         )));
     }
@@ -309,7 +310,7 @@ fn act_from_hf(s: &str, what: &str) -> Result<Activation> {
     match s {
         "quick_gelu" => Ok(Activation::QuickGelu),
         "gelu" => Ok(Activation::Gelu),
-        other => Err(ModelError::Unsupported(format!(
+        other => Err(CheckpointError::Unsupported(format!(
             "`{what}.hidden_act` = \"{other}\""
         ))),
     }
@@ -325,7 +326,7 @@ impl ClipConfig {
             None => root,
         };
         if m.contains_key("init_logit_bias") && !m["init_logit_bias"].is_null() {
-            return Err(ModelError::Unsupported(
+            return Err(CheckpointError::Unsupported(
                 "`init_logit_bias` (SigLIP models)".into(),
             ));
         }
@@ -347,25 +348,25 @@ impl ClipConfig {
         };
         let w = "vision_cfg";
         if truthy(vm, "timm_model_name") {
-            return Err(ModelError::Unsupported(format!(
+            return Err(CheckpointError::Unsupported(format!(
                 "`vision_cfg.timm_model_name` = {} (timm vision towers)",
                 vm["timm_model_name"]
             )));
         }
         if truthy(vm, "attentional_pool") {
-            return Err(ModelError::Unsupported(
+            return Err(CheckpointError::Unsupported(
                 "`vision_cfg.attentional_pool`".into(),
             ));
         }
         if matches!(vm.get("layers"), Some(Value::Array(_))) {
-            return Err(ModelError::Unsupported(
+            return Err(CheckpointError::Unsupported(
                 "ModifiedResNet vision tower (`vision_cfg.layers` is a list)".into(),
             ));
         }
         if let Some(p) = get_str(vm, "pos_embed_type") {
             // sin_cos_2d embeddings are stored in the state dict like learnable ones.
             if p != "learnable" && p != "sin_cos_2d" {
-                return Err(ModelError::Unsupported(format!(
+                return Err(CheckpointError::Unsupported(format!(
                     "`vision_cfg.pos_embed_type` = \"{p}\""
                 )));
             }
@@ -376,7 +377,7 @@ impl ClipConfig {
             "tok" => VisionPool::Tok,
             "avg" => VisionPool::Avg,
             other => {
-                return Err(ModelError::Unsupported(format!(
+                return Err(CheckpointError::Unsupported(format!(
                     "`vision_cfg.pool_type` = \"{other}\""
                 )))
             }
@@ -403,18 +404,18 @@ impl ClipConfig {
         };
         let w = "text_cfg";
         if truthy(tm, "hf_model_name") {
-            return Err(ModelError::Unsupported(format!(
+            return Err(CheckpointError::Unsupported(format!(
                 "`text_cfg.hf_model_name` = {} (Hugging Face text towers)",
                 tm["hf_model_name"]
             )));
         }
         if get_bool(tm, "embed_cls", false) {
-            return Err(ModelError::Unsupported(
+            return Err(CheckpointError::Unsupported(
                 "`text_cfg.embed_cls` (CoCa text tower)".into(),
             ));
         }
         if get_str(tm, "proj_type").is_some_and(|p| p != "linear") {
-            return Err(ModelError::Unsupported(format!(
+            return Err(CheckpointError::Unsupported(format!(
                 "`text_cfg.proj_type` = {}",
                 tm["proj_type"]
             )));
@@ -426,7 +427,7 @@ impl ClipConfig {
             "last" => TextPool::Last,
             "eos" => TextPool::Eos,
             other => {
-                return Err(ModelError::Unsupported(format!(
+                return Err(CheckpointError::Unsupported(format!(
                     "`text_cfg.pool_type` = \"{other}\""
                 )))
             }
@@ -469,7 +470,7 @@ impl ClipConfig {
         let m = obj(v, "config.json")?;
         if let Some(mt) = get_str(m, "model_type") {
             if mt != "clip" {
-                return Err(ModelError::Unsupported(format!(
+                return Err(CheckpointError::Unsupported(format!(
                     "Hugging Face model_type \"{mt}\" (only \"clip\" is supported)"
                 )));
             }
@@ -489,7 +490,7 @@ impl ClipConfig {
         let w = "vision_config";
         let channels = get_usize(vm, "num_channels", Some(3), w)?;
         if channels != 3 {
-            return Err(ModelError::Unsupported(format!(
+            return Err(CheckpointError::Unsupported(format!(
                 "`vision_config.num_channels` = {channels}"
             )));
         }
@@ -550,7 +551,7 @@ impl ClipConfig {
     pub fn validate(&self) -> Result<()> {
         let v = &self.vision;
         let t = &self.text;
-        let bad = |msg: String| Err(ModelError::InvalidConfig(msg));
+        let bad = |msg: String| Err(CheckpointError::InvalidConfig(msg));
         if self.embed_dim == 0 {
             return bad("embed_dim must be > 0".into());
         }
@@ -581,7 +582,7 @@ impl ClipConfig {
         let v = &self.vision;
         let t = &self.text;
         if v.activation != t.activation {
-            return Err(ModelError::Unsupported(
+            return Err(CheckpointError::Unsupported(
                 "open_clip configs have one activation for both towers; these differ".into(),
             ));
         }
@@ -662,7 +663,7 @@ impl ClipConfig {
         let v = &self.vision;
         let t = &self.text;
         let unsupported = |what: &str| {
-            Err(ModelError::Unsupported(format!(
+            Err(CheckpointError::Unsupported(format!(
                 "{what} cannot be expressed in a Hugging Face CLIP config"
             )))
         };
@@ -723,6 +724,28 @@ impl ClipConfig {
                 "layer_norm_eps": v.layer_norm_eps,
             },
         }))
+    }
+}
+
+/// The position a text row is pooled at (mirrors open_clip / transformers).
+pub fn pool_position(row: &[u32], pool: TextPool, eos: u32) -> usize {
+    match pool {
+        TextPool::First => 0,
+        TextPool::Last => row.len().saturating_sub(1),
+        // First maximal id, as torch.argmax returns.
+        TextPool::Argmax => {
+            row.iter()
+                .enumerate()
+                .fold((0usize, 0u32), |(bi, bv), (i, &v)| {
+                    if v > bv || i == 0 {
+                        (i, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0
+        }
+        TextPool::Eos => row.iter().position(|&x| x == eos).unwrap_or(0),
     }
 }
 
