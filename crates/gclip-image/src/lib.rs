@@ -18,13 +18,17 @@ mod config;
 mod decode;
 mod error;
 mod jpeg;
+mod pil;
 mod preprocess;
 mod resize;
 
-pub use config::{Interpolation, PreprocessConfig, ResizeMode, OPENAI_MEAN, OPENAI_STD};
-pub use decode::{decode_rgb, load_rgb, DecodeOptions};
+pub use config::{
+    ImagePipeline, Interpolation, PreprocessConfig, ResizeMode, OPENAI_MEAN, OPENAI_STD,
+};
+pub use decode::{decode_image, decode_rgb, load_image, load_rgb, DecodeOptions};
 pub use error::{ImageError, Result};
 pub use image::RgbImage;
+pub use pil::{PilImage, PilMode};
 pub use preprocess::Preprocessor;
 pub use resize::{
     resize_bicubic_pil, resize_pil, resize_pil_single_thread, Filter, PRECISION_BITS,
