@@ -17,7 +17,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{ImageError, Result};
-use crate::pil::{ramp_palette, PilImage, PilMode, Transparency};
+use crate::pil::{default_palette, PilImage, PilMode, Transparency};
 
 /// Limits and options for decoding untrusted images.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,7 +295,7 @@ fn decode_png(bytes: &[u8], opts: &DecodeOptions) -> Result<PilImage> {
         C::Indexed => {
             let idx = samples(1).into_iter().map(|x| x as u8).collect();
             let mut p = PilImage::new8(PilMode::P, w, h, idx);
-            let mut pal = ramp_palette();
+            let mut pal = default_palette();
             for (e, c) in pal
                 .iter_mut()
                 .zip(palette.as_deref().unwrap_or(&[]).chunks_exact(3))
@@ -383,7 +383,7 @@ fn decode_gif(bytes: &[u8], opts: &DecodeOptions) -> Result<PilImage> {
     let img = match palette {
         Some(p) => {
             let mut img = PilImage::new8(PilMode::P, w, h, data);
-            let mut pal = ramp_palette();
+            let mut pal = default_palette();
             for (e, c) in pal.iter_mut().zip(p.chunks_exact(3)) {
                 e[..3].copy_from_slice(c);
             }

@@ -61,16 +61,12 @@ impl std::fmt::Display for PilMode {
     }
 }
 
-/// 256 RGBA palette entries. Entries the file does not define keep Pillow's initial grey
-/// ramp `(i, i, i, 255)`.
+/// 256 RGBA palette entries. Entries the file does not define keep the value of
+/// Pillow's `ImagingPaletteNew`: opaque black.
 pub(crate) type Palette = [[u8; 4]; 256];
 
-pub(crate) fn ramp_palette() -> Box<Palette> {
-    let mut p = Box::new([[0u8; 4]; 256]);
-    for (i, e) in p.iter_mut().enumerate() {
-        *e = [i as u8, i as u8, i as u8, 255];
-    }
-    p
+pub(crate) fn default_palette() -> Box<Palette> {
+    Box::new([[0, 0, 0, 255]; 256])
 }
 
 /// Maps an output pixel (x, y) to the source pixel it copies.
@@ -260,7 +256,7 @@ fn convert_rgb(img: &PilImage, out: &mut [u8]) {
             let pal = match &img.palette {
                 Some(p) => &**p,
                 None => {
-                    ramp = ramp_palette();
+                    ramp = default_palette();
                     &*ramp
                 }
             };

@@ -119,6 +119,43 @@ fn every_mode_matches_both_references() {
 }
 
 #[test]
+fn other_geometry_matches_both_references() {
+    // transformers resizing past its crop, open_clip `longest` padding in the image's mode.
+    let m = manifest();
+    let blob = read(root().join("modes/expected.safetensors"));
+    let expected = SafeTensors::deserialize(&blob).unwrap();
+    let extra = m["extra"].as_array().unwrap();
+    assert!(extra.len() >= 12);
+    for case in extra {
+        let key = case["key"].as_str().unwrap();
+        let size = case["size"].as_u64().unwrap() as usize;
+        let cfg = PreprocessConfig {
+            image_size: (size, size),
+            pipeline: case["pipeline"].as_str().unwrap().parse().unwrap(),
+            resize_shortest_edge: case["resize_shortest_edge"].as_u64().map(|v| v as usize),
+            resize_mode: case["resize_mode"].as_str().unwrap().parse().unwrap(),
+            fill_color: case["fill_color"].as_u64().unwrap() as u8,
+            ..PreprocessConfig::default()
+        };
+        let file = root()
+            .join("modes/files")
+            .join(case["file"].as_str().unwrap());
+        let img = load_image(&file, &DecodeOptions::default()).unwrap();
+        let got = Preprocessor::new(cfg).preprocess_image_u8(&img);
+        let want = expected.tensor(key).unwrap();
+        assert_eq!(want.shape(), [3, size, size], "{key}");
+        let max = got
+            .iter()
+            .zip(want.data())
+            .map(|(&a, &b)| a.abs_diff(b))
+            .max()
+            .unwrap();
+        println!("{key}: max diff {max}");
+        assert_eq!(max, 0, "{key}");
+    }
+}
+
+#[test]
 fn transformers_normalisation_is_its_fused_arithmetic() {
     // (x - mean * 255) / (std * 255) in f32, not open_clip's x / 255 - mean, / std.
     let p = preprocessor(ImagePipeline::Transformers, 4);
@@ -178,13 +215,53 @@ fn embeddings_match_each_ecosystem() {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
             let c = cosine(g, &want);
-            println!("{label:<13} {name:<16} cosine {c:.8}");
+            println!("{label:<13} {name:<16} 1 - cosine {:.1e}", 1.0 - c);
             worst[k] = worst[k].min(c);
-            assert!(c >= 0.99999, "{label} {name}: cosine {c}");
+            // Pixels are asserted bit-exact above; what is left is the model's f32
+            // arithmetic (measured 1 - cos <= 6e-14), given room for other GEMM kernels.
+            assert!(1.0 - c <= 1e-11, "{label} {name}: cosine {c}");
         }
     }
     println!(
-        "min cosine: open_clip {:.8}, transformers {:.8}",
-        worst[0], worst[1]
+        "min cosine: open_clip 1 - {:.1e}, transformers 1 - {:.1e}",
+        1.0 - worst[0],
+        1.0 - worst[1]
     );
+}
+
+#[test]
+fn truncated_and_corrupted_mode_files_fail_cleanly() {
+    let m = manifest();
+    let mut refused = 0;
+    for case in m["cases"].as_array().unwrap() {
+        let file = case["file"].as_str().unwrap();
+        let bytes = read(root().join("modes/files").join(file));
+        let n = bytes.len();
+        let mut variants: Vec<Vec<u8>> = [0, 8, 33, n / 4, n / 2, n - 13]
+            .iter()
+            .map(|&k| bytes[..k.min(n)].to_vec())
+            .collect();
+        // Corrupt the middle (palette, tRNS or pixel data, depending on the file).
+        for at in [n / 3, n / 2] {
+            let mut c = bytes.clone();
+            for b in &mut c[at..(at + 40).min(n)] {
+                *b ^= 0x5A;
+            }
+            variants.push(c);
+        }
+        for (i, v) in variants.iter().enumerate() {
+            for (pipeline, label) in PIPELINES {
+                // Must return (Ok or Err), never panic.
+                let r = preprocessor(pipeline, 32).preprocess_bytes(v);
+                if i == 4 && r.is_err() {
+                    refused += 1;
+                }
+                if let Err(e) = &r {
+                    assert!(!e.to_string().is_empty(), "{file} {label}");
+                }
+            }
+        }
+    }
+    // Half a PNG / JPEG / GIF is missing pixel data: refused, not padded.
+    assert!(refused >= 30, "only {refused} half files refused");
 }
