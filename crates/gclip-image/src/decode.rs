@@ -1,15 +1,16 @@
-//! Decoding to 8-bit RGB exactly as `PIL.Image.open(f).convert("RGB")` does.
+//! Decoding in Pillow's colour modes, and to 8-bit RGB exactly as
+//! `PIL.Image.open(f).convert("RGB")` does.
 //!
 //! The container format is sniffed from the bytes (never the file name). Image
 //! dimensions are checked against [`DecodeOptions`] before any pixel buffer is
 //! allocated, so decompression bombs fail fast with [`ImageError::TooLarge`].
 //!
-//! Colour-mode conversions follow Pillow's `Convert.c`:
-//! * L / LA / P / RGBA: grey replicated, palette looked up, alpha dropped (no compositing);
-//! * 16-bit RGB(A) and LA: Pillow keeps the most significant byte;
-//! * 16-bit greyscale (`I;16`): Pillow *clips* to 255 (values are not scaled);
-//! * JPEG: decoded by libjpeg-turbo's own code with Pillow's settings (see the `jpeg`
-//!   module), CMYK converted with Pillow's formula.
+//! Modes follow Pillow's plugins: PNG grey 1-bit is `1`, 2/4/8-bit `L`, 16-bit `I;16`;
+//! palettes stay `P` (tRNS as palette alpha); 16-bit colour keeps its high byte; a GIF's
+//! first frame is `P` (or `L` with an identity grey palette) with its transparent index;
+//! JPEG is `L`, `RGB` or `CMYK`, decoded by libjpeg-turbo's own code with Pillow's
+//! settings (see the `jpeg` module). Conversions follow Pillow's `Convert.c` (see
+//! [`PilImage::to_rgb`]).
 
 use std::io::Cursor;
 use std::path::Path;

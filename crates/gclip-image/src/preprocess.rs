@@ -158,7 +158,11 @@ impl Preprocessor {
     /// CHW bytes of an RGB image after resize and crop/pad, before scaling and
     /// normalisation (the `[0, 255]` values that `ToTensor` divides by 255).
     pub fn preprocess_u8(&self, img: &RgbImage) -> Vec<u8> {
-        let plan = self.cfg.plan(img.width(), img.height());
+        self.rgb_u8(img.as_raw(), img.dimensions())
+    }
+
+    fn rgb_u8(&self, raw: &[u8], dims: (u32, u32)) -> Vec<u8> {
+        let plan = self.cfg.plan(dims.0, dims.1);
         let weights = match self.cfg.pipeline {
             ImagePipeline::OpenClip => Weights::Pillow,
             ImagePipeline::Transformers => Weights::Torch,
@@ -170,9 +174,7 @@ impl Preprocessor {
             ImagePipeline::Transformers => [self.cfg.fill_color; 3],
         };
         let region = self.region(&plan);
-        let (w, h, part) = self
-            .resize_spec(img.dimensions(), &plan, region, weights)
-            .run::<3>(img.as_raw());
+        let (w, h, part) = self.resize_spec(dims, &plan, region, weights).run::<3>(raw);
         let part = RgbImage::from_raw(w, h, part).expect("buffer sized for image");
         self.place(&plan, region, &part, fill)
     }
@@ -180,12 +182,13 @@ impl Preprocessor {
     /// CHW bytes of an image in any mode, before scaling and normalisation, in the order
     /// of the configured [`ImagePipeline`].
     pub fn preprocess_image_u8(&self, img: &PilImage) -> Vec<u8> {
+        let opaque_rgb = img.mode() == PilMode::Rgb && !img.has_transparency();
         match self.cfg.pipeline {
+            _ if opaque_rgb => self.rgb_u8(&img.data, img.dimensions()),
             ImagePipeline::Transformers => self.preprocess_u8(&img.to_rgb_on_white()),
+            // open_clip ignores an RGB colour key.
             ImagePipeline::OpenClip if img.mode() == PilMode::Rgb => {
-                let rgb = RgbImage::from_raw(img.width, img.height, img.data.clone())
-                    .expect("buffer sized for image");
-                self.preprocess_u8(&rgb)
+                self.rgb_u8(&img.data, img.dimensions())
             }
             ImagePipeline::OpenClip => self.open_clip_native_u8(img),
         }
