@@ -4,7 +4,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gclip_image::{DecodeOptions, PreprocessConfig, Preprocessor};
+use gclip_image::{DecodeOptions, ImagePipeline, PreprocessConfig, Preprocessor};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,6 +19,11 @@ pub struct Args {
     /// Rotate images by their EXIF orientation (the reference does not).
     #[arg(long)]
     exif_orientation: bool,
+    /// Whose preprocessing to reproduce: `open_clip` (resize in the image's own colour
+    /// mode, then RGB) or `transformers` (RGB on white first). Default: the model
+    /// directory's kind (open_clip_config.json or preprocessor_config.json), else open_clip.
+    #[arg(long)]
+    pipeline: Option<ImagePipeline>,
     /// Refuse images with more pixels than this (decompression-bomb guard).
     #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
     max_pixels: u64,
@@ -47,6 +52,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         None => PreprocessConfig::default(),
+    };
+    let cfg = match args.pipeline {
+        Some(pipeline) => PreprocessConfig { pipeline, ..cfg },
+        None => cfg,
     };
     let decode = DecodeOptions {
         max_pixels: args.max_pixels,

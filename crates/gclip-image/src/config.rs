@@ -44,6 +44,46 @@ impl std::str::FromStr for ResizeMode {
 /// Resampling filter used for resizing (open_clip `interpolation`).
 pub type Interpolation = Filter;
 
+/// Which reference ecosystem's preprocessing order and arithmetic to reproduce. They agree
+/// on opaque RGB images up to rounding, and differ on palette, transparent, 1-bit and
+/// 16-bit images, so a checkpoint should be fed the way its own ecosystem feeds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ImagePipeline {
+    /// open_clip's eval transform on `Image.open(path)`: resize (Pillow, in the image's own
+    /// mode: `P` and `1` nearest-neighbour, `RGBA` / `LA` premultiplied, `I;16` in 16 bits),
+    /// centre crop with `round`, then `convert("RGB")` (alpha dropped, not composited),
+    /// `ToTensor`, `Normalize`.
+    #[default]
+    OpenClip,
+    /// transformers' `CLIPImageProcessor` (the torchvision backend that
+    /// `AutoImageProcessor` / `CLIPProcessor` load by default in transformers 5): convert to
+    /// RGB compositing transparency onto white, resize the shortest edge with torch's uint8
+    /// antialiased kernel, centre crop with truncating offsets, fused rescale + normalise.
+    Transformers,
+}
+
+impl std::str::FromStr for ImagePipeline {
+    type Err = ImageError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "open_clip" | "open-clip" | "openclip" => Ok(Self::OpenClip),
+            "transformers" | "hf" => Ok(Self::Transformers),
+            other => Err(ImageError::Config(format!(
+                "unknown image pipeline {other:?} (expected open_clip or transformers)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for ImagePipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::OpenClip => "open_clip",
+            Self::Transformers => "transformers",
+        })
+    }
+}
+
 /// Everything needed to turn an RGB image into a model input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessConfig {
@@ -59,6 +99,12 @@ pub struct PreprocessConfig {
     pub interpolation: Interpolation,
     /// Padding value (0..=255, all channels) for [`ResizeMode::Longest`].
     pub fill_color: u8,
+    /// Whose order of operations and rounding to reproduce.
+    pub pipeline: ImagePipeline,
+    /// [`ImagePipeline::Transformers`] with [`ResizeMode::Shortest`]: the shortest edge the
+    /// image is resized to before the crop (HF `size.shortest_edge`); `None` = the larger
+    /// side of `image_size`. Ignored by open_clip, which resizes to the crop size.
+    pub resize_shortest_edge: Option<usize>,
 }
 
 impl Default for PreprocessConfig {
@@ -71,6 +117,8 @@ impl Default for PreprocessConfig {
             resize_mode: ResizeMode::Shortest,
             interpolation: Filter::Bicubic,
             fill_color: 0,
+            pipeline: ImagePipeline::OpenClip,
+            resize_shortest_edge: None,
         }
     }
 }
@@ -120,7 +168,8 @@ fn check_std(std: [f32; 3]) -> Result<[f32; 3]> {
 
 impl PreprocessConfig {
     /// From an open_clip `preprocess_cfg` object (keys `size`, `mean`, `std`,
-    /// `interpolation`, `resize_mode`, `fill_color`; all optional).
+    /// `interpolation`, `resize_mode`, `fill_color`; all optional); selects
+    /// [`ImagePipeline::OpenClip`].
     ///
     /// `image_size` (the model's `vision_cfg.image_size`) wins over `size` in the object,
     /// as open_clip sets the preprocess size from the vision tower.
@@ -165,12 +214,17 @@ impl PreprocessConfig {
         Ok(out)
     }
 
-    /// From a Hugging Face `preprocessor_config.json` (`CLIPImageProcessor`).
+    /// From a Hugging Face `preprocessor_config.json` (`CLIPImageProcessor`); selects
+    /// [`ImagePipeline::Transformers`].
     ///
-    /// The output size is `crop_size`; `resample` 2 selects bilinear, 3 bicubic. With
-    /// `do_center_crop: false` the image is squashed to `size`.
+    /// The output size is `crop_size`, the resize target `size.shortest_edge`; `resample`
+    /// 2 selects bilinear, 3 bicubic. With `do_center_crop: false` the image is squashed
+    /// to `size`.
     pub fn from_hf(cfg: &Value) -> Result<Self> {
-        let mut out = Self::default();
+        let mut out = Self {
+            pipeline: ImagePipeline::Transformers,
+            ..Self::default()
+        };
         let size_of = |v: &Value, what: &str| -> Result<(usize, usize)> {
             match v {
                 Value::Object(m) => {
@@ -192,6 +246,9 @@ impl PreprocessConfig {
             .and_then(Value::as_bool)
             .unwrap_or(true);
         if crop {
+            if let Some(v) = cfg.pointer("/size/shortest_edge") {
+                out.resize_shortest_edge = Some(parse_size(v, "size.shortest_edge")?.0);
+            }
             if let Some(v) = cfg.get("crop_size") {
                 out.image_size = size_of(v, "crop_size")?;
             } else if let Some(v) = cfg.get("size") {
@@ -283,6 +340,7 @@ mod tests {
         assert_eq!(c.interpolation, Filter::Bilinear);
         assert_eq!(c.resize_mode, ResizeMode::Squash);
         assert_eq!(c.fill_color, 7);
+        assert_eq!(c.pipeline, ImagePipeline::OpenClip);
         assert!(PreprocessConfig::from_open_clip(&json!({"resize_mode": "zoom"}), None).is_err());
         assert!(PreprocessConfig::from_open_clip(&json!({"std": [1, 0, 1]}), None).is_err());
     }
@@ -297,11 +355,21 @@ mod tests {
         assert_eq!(c.image_size, (336, 336));
         assert_eq!(c.mean, [0.1, 0.2, 0.3]);
         assert_eq!(c.resize_mode, ResizeMode::Shortest);
+        assert_eq!(c.pipeline, ImagePipeline::Transformers);
+        assert_eq!(c.resize_shortest_edge, Some(336));
         let c = PreprocessConfig::from_hf(&json!({"crop_size": 224, "resample": 2})).unwrap();
         assert_eq!(
             (c.image_size, c.interpolation),
             ((224, 224), Filter::Bilinear)
         );
+    }
+
+    #[test]
+    fn pipeline_names() {
+        for p in [ImagePipeline::OpenClip, ImagePipeline::Transformers] {
+            assert_eq!(p.to_string().parse::<ImagePipeline>().unwrap(), p);
+        }
+        assert!("pillow".parse::<ImagePipeline>().is_err());
     }
 
     #[test]

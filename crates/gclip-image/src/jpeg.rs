@@ -16,7 +16,6 @@ use std::any::Any;
 use std::ffi::{c_char, c_int, c_long, c_ulong, CStr};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
-use image::RgbImage;
 use mozjpeg_sys::{
     jpeg_common_struct, jpeg_create_decompress, jpeg_decompress_struct, jpeg_destroy_decompress,
     jpeg_error_mgr, jpeg_mem_src, jpeg_read_header, jpeg_read_scanlines, jpeg_start_decompress,
@@ -25,6 +24,7 @@ use mozjpeg_sys::{
 
 use crate::decode::{check_dims, DecodeOptions};
 use crate::error::{ImageError, Result};
+use crate::pil::{PilImage, PilMode};
 
 /// `jpeg_read_header`'s "found an image" return code.
 const JPEG_HEADER_OK: c_int = 1;
@@ -117,25 +117,22 @@ impl Drop for Decompressor {
     }
 }
 
-/// Decode JPEG bytes to RGB exactly as `PIL.Image.open(f).convert("RGB")` does.
-///
-/// Greyscale is replicated, YCbCr/RGB converted by libjpeg, CMYK and YCCK are decoded
-/// to CMYK by libjpeg and then converted with Pillow's formula (see [`cmyk_to_rgb`]).
+/// Decode JPEG bytes in the mode Pillow opens them with: `L` (greyscale), `RGB`
+/// (YCbCr / RGB converted by libjpeg) or `CMYK` (CMYK and YCCK decoded to CMYK by libjpeg,
+/// stored inverted as Pillow's `CMYK;I` raw mode does).
 /// Dimensions are checked against `opts` from the header, before any pixel is decoded.
-pub(crate) fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
-    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<RgbImage> {
+pub(crate) fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<PilImage> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<PilImage> {
         let mut d = Decompressor::new();
         decode_with(&mut d.cinfo, bytes, opts)
     }));
-    let img = match outcome {
+    let mut img = match outcome {
         Ok(result) => result?,
         Err(payload) => return Err(jpeg_err(failure_message(payload))),
     };
     if opts.apply_exif_orientation {
         if let Some(o) = find_exif(bytes).and_then(image::metadata::Orientation::from_exif_chunk) {
-            let mut d = image::DynamicImage::ImageRgb8(img);
-            d.apply_orientation(o);
-            return Ok(d.into_rgb8());
+            img.apply_orientation(o);
         }
     }
     Ok(img)
@@ -160,7 +157,7 @@ fn decode_with(
     cinfo: &mut jpeg_decompress_struct,
     bytes: &[u8],
     opts: &DecodeOptions,
-) -> Result<RgbImage> {
+) -> Result<PilImage> {
     let len = c_ulong::try_from(bytes.len()).map_err(|_| jpeg_err("file too large"))?;
     // SAFETY (whole block): `cinfo` was created by `Decompressor::new`; `bytes` outlives
     // every libjpeg call made on it here (the source is only read during this function);
@@ -177,23 +174,20 @@ fn decode_with(
     let (w, h) = (cinfo.image_width, cinfo.image_height);
     check_dims(w, h, opts)?;
     // Pillow accepts 1 (L), 3 (RGB) and 4 (CMYK) components only.
-    let cmyk = match cinfo.num_components {
-        1 | 3 => false,
-        4 => true,
+    let (mode, space) = match cinfo.num_components {
+        1 => (PilMode::L, J_COLOR_SPACE::JCS_GRAYSCALE),
+        3 => (PilMode::Rgb, J_COLOR_SPACE::JCS_RGB),
+        4 => (PilMode::Cmyk, J_COLOR_SPACE::JCS_CMYK),
         n => return Err(jpeg_err(format!("cannot handle {n}-component images"))),
     };
     // Everything else stays at libjpeg's defaults, as in Pillow: JDCT_ISLOW, fancy
-    // upsampling, block smoothing, no scaling. Grey -> RGB replicates (Pillow's L -> RGB);
-    // YCCK -> CMYK is libjpeg's conversion, requested by Pillow for 4-component files.
-    cinfo.out_color_space = if cmyk {
-        J_COLOR_SPACE::JCS_CMYK
-    } else {
-        J_COLOR_SPACE::JCS_RGB
-    };
+    // upsampling, block smoothing, no scaling. YCCK -> CMYK is libjpeg's conversion,
+    // requested by Pillow for 4-component files.
+    cinfo.out_color_space = space;
     unsafe {
         jpeg_start_decompress(cinfo);
     }
-    let channels = if cmyk { 4 } else { 3 };
+    let channels = mode.channels();
     if cinfo.output_width != w
         || cinfo.output_height != h
         || cinfo.output_components != channels as c_int
@@ -220,30 +214,14 @@ fn decode_with(
     // Deliberately no `jpeg_finish_decompress`: like Pillow, stop once every row is
     // decoded, so a missing EOI marker after complete image data is not an error.
     drop(rows);
-    let rgb = if cmyk { cmyk_to_rgb(&raw) } else { raw };
-    RgbImage::from_raw(w, h, rgb).ok_or_else(|| jpeg_err("decoded buffer has unexpected size"))
-}
-
-/// Pillow's CMYK JPEG path: it always unpacks with raw mode `CMYK;I` (inverted, the
-/// Adobe convention, whether or not an Adobe marker is present), then converts with
-/// `nk = 255 - k; c' = nk - c * nk / 255` using its rounded integer division.
-fn cmyk_to_rgb(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() / 4 * 3);
-    for p in raw.chunks_exact(4) {
-        // Undo the inversion: k = 255 - stored, so nk = 255 - k = stored.
-        let nk = p[3] as u32;
-        for &stored in &p[..3] {
-            let c = 255 - stored as u32;
-            out.push(nk.saturating_sub(muldiv255(c, nk)) as u8);
+    if mode == PilMode::Cmyk {
+        // Pillow always unpacks 4-component JPEGs with raw mode `CMYK;I` (inverted, the
+        // Adobe convention, whether or not an Adobe marker is present).
+        for v in &mut raw {
+            *v = 255 - *v;
         }
     }
-    out
-}
-
-/// Pillow's `MULDIV255`: `a * b / 255` rounded, in integer arithmetic.
-fn muldiv255(a: u32, b: u32) -> u32 {
-    let t = a * b + 128;
-    ((t >> 8) + t) >> 8
+    Ok(PilImage::new8(mode, w, h, raw))
 }
 
 /// The TIFF payload of the first `APP1` "Exif" segment before the first scan.
@@ -277,10 +255,15 @@ mod tests {
 
     #[test]
     fn pillow_cmyk_formula_endpoints() {
-        // Stored inverted: 255 = no ink. No ink is white, full key black, full cyan no red.
-        assert_eq!(cmyk_to_rgb(&[255, 255, 255, 255]), [255, 255, 255]);
-        assert_eq!(cmyk_to_rgb(&[255, 255, 255, 0]), [0, 0, 0]);
-        assert_eq!(cmyk_to_rgb(&[0, 255, 255, 255]), [0, 255, 255]);
+        // Pillow's CMYK: 0 = no ink. No ink is white, full key black, full cyan no red.
+        let rgb = |p: [u8; 4]| {
+            PilImage::new8(PilMode::Cmyk, 1, 1, p.to_vec())
+                .to_rgb()
+                .into_raw()
+        };
+        assert_eq!(rgb([0, 0, 0, 0]), [255, 255, 255]);
+        assert_eq!(rgb([0, 0, 0, 255]), [0, 0, 0]);
+        assert_eq!(rgb([255, 0, 0, 0]), [0, 255, 255]);
     }
 
     #[test]

@@ -363,13 +363,15 @@ impl Clip {
                     let pre: Vec<Result<Vec<f32>>> = chunk
                         .par_iter()
                         .map(|p| {
-                            let img = gclip_image::load_rgb(p, &self.decode).map_err(|source| {
-                                Error::Image {
-                                    path: p.clone(),
-                                    source,
-                                }
-                            })?;
-                            Ok(self.preprocessor.preprocess(&img))
+                            // Keep the colour mode: the pipeline decides when to convert.
+                            let img =
+                                gclip_image::load_image(p, &self.decode).map_err(|source| {
+                                    Error::Image {
+                                        path: p.clone(),
+                                        source,
+                                    }
+                                })?;
+                            Ok(self.preprocessor.preprocess_image(&img))
                         })
                         .collect();
                     if tx.send((b * batch, pre)).is_err() {
