@@ -168,12 +168,13 @@ pub fn run(args: &BenchArgs) -> Result<Vec<BenchResult>, EngineError> {
     drop(weights);
     let load_peak = peak_rss_kib();
     println!(
-        "model arch={} precision={} threads={} isa={} vnni={} build_s={:.1}",
+        "model arch={} precision={} threads={} isa={} vnni={} int8_kernel={} build_s={:.1}",
         args.arch,
         model.precision(),
         model.threads(),
         model.isa().name(),
         crate::cpu::features().vnni,
+        crate::quant::int8_kernel(model.isa()).name(),
         t0.elapsed().as_secs_f64()
     );
     if let Some(f) = &fp32 {

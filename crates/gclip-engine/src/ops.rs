@@ -271,12 +271,44 @@ fn attn_head_body(
 }
 
 /// Multi-head scaled dot-product attention over a fused QKV matrix
-/// (`[batch*seq, 3*W]`, the output of `in_proj`), writing `[batch*seq, W]`.
-/// Heads and sequences are spread over the thread pool.
+/// (`[batch*seq, 3*W]`, the output of `in_proj`), writing `[batch*seq, W]`:
+/// per-head GEMMs ([`crate::attention`]), heads and sequences spread over
+/// the thread pool.
 ///
 /// # Panics
 /// If the buffers are smaller than the shape requires.
 pub fn attention(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    qkv: &[f32],
+    out: &mut [f32],
+    s: AttnShape,
+) {
+    crate::attention::attention(isa, pool, qkv, out, s)
+}
+
+/// Attention for one query position per sequence (`query[b]`), writing
+/// `[batch, W]`: all a final block needs when only one token is pooled.
+///
+/// # Panics
+/// If the buffers are too small or a query position is out of range.
+pub fn attention_at(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    qkv: &[f32],
+    out: &mut [f32],
+    s: AttnShape,
+    query: &[usize],
+) {
+    crate::attention::attention_at(isa, pool, qkv, out, s, query)
+}
+
+/// [`attention`] by per-query vector loops (dot products, softmax, weighted
+/// sum of V): the engine's earlier path, kept as a reference for tests.
+///
+/// # Panics
+/// If the buffers are smaller than the shape requires.
+pub fn attention_loops(
     isa: Isa,
     pool: Option<&rayon::ThreadPool>,
     qkv: &[f32],
@@ -288,12 +320,11 @@ pub fn attention(
     attention_impl(isa, pool, qkv, out, s, |b| (0, s.seq, b * s.seq));
 }
 
-/// Attention for one query position per sequence (`query[b]`), writing
-/// `[batch, W]`: all a final block needs when only one token is pooled.
+/// [`attention_at`] by the vector loops of [`attention_loops`].
 ///
 /// # Panics
 /// If the buffers are too small or a query position is out of range.
-pub fn attention_at(
+pub fn attention_at_loops(
     isa: Isa,
     pool: Option<&rayon::ThreadPool>,
     qkv: &[f32],
