@@ -56,8 +56,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn print_report(r: &BenchReport) {
     println!(
-        "model arch={} precision={} threads={} isa={} vnni={} build_s={:.1}",
-        r.arch, r.precision, r.threads, r.isa, r.vnni, r.build_s
+        "model arch={} precision={} threads={} isa={} vnni={} int8_kernel={} build_s={:.1}",
+        r.arch, r.precision, r.threads, r.isa, r.vnni, r.int8_kernel, r.build_s
     );
     if let Some(c) = &r.int8_check {
         println!(

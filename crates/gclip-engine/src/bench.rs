@@ -106,14 +106,16 @@ pub struct Int8Check {
 pub struct BenchReport {
     /// Architecture name.
     pub arch: String,
-    /// Precision actually in use (int8 falls back to fp32 without VNNI).
+    /// Precision in use.
     pub precision: Precision,
     /// Worker threads.
     pub threads: usize,
     /// Float kernels in use.
     pub isa: &'static str,
-    /// Whether the CPU has AVX512-VNNI.
+    /// Whether the CPU has AVX512-VNNI (and `GCLIP_ISA` allows it).
     pub vnni: bool,
+    /// The int8 kernel `--precision int8` runs on this CPU (vnni, avx2 or portable).
+    pub int8_kernel: &'static str,
     /// Seconds to build random weights and the engine model(s).
     pub build_s: f64,
     /// Tokens per text in the text measurements.
@@ -321,6 +323,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, EngineError> {
         threads: model.threads(),
         isa: model.isa().name(),
         vnni: crate::cpu::features().vnni,
+        int8_kernel: crate::quant::int8_kernel(model.isa()).name(),
         build_s,
         text_tokens: opts.text_tokens,
         int8_check,

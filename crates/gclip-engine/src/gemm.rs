@@ -5,7 +5,8 @@
 //! the micro-kernel reads one contiguous stream; a task covers MC rows of A
 //! (kept in L2) and a range of B panels (one panel, K x 32, streams through
 //! L1/L2). Tasks are (row block, panel range) pairs spread over a rayon pool.
-//! The AVX-512 micro-kernel holds a 14 x 32 tile in 28 zmm accumulators.
+//! The AVX-512 micro-kernel holds a 14 x 32 tile in 28 zmm accumulators;
+//! AVX2 runs its own K-blocked 6 x 16 kernel ([`crate::gemm_avx2`]).
 
 use std::cell::RefCell;
 
@@ -50,7 +51,9 @@ impl PackedMatrix {
         Ok(Self::pack(n, k, |p, j| w[p * n + j]))
     }
 
-    fn pack(n: usize, k: usize, get: impl Fn(usize, usize) -> f32) -> Self {
+    /// Packs from any accessor `get(p, j)` = `B[p, j]` (also used for the
+    /// per-head attention operands, read in place from the QKV matrix).
+    pub(crate) fn pack(n: usize, k: usize, get: impl Fn(usize, usize) -> f32) -> Self {
         let panels = n.div_ceil(NR);
         let mut data = AlignedBuf::zeroed(panels * k * NR * 4);
         let d = data.f32s_mut();
@@ -80,7 +83,7 @@ impl PackedMatrix {
         self.data.capacity_bytes()
     }
 
-    fn panel(&self, j: usize) -> &[f32] {
+    pub(crate) fn panel(&self, j: usize) -> &[f32] {
         &self.data.f32s()[j * self.k * NR..(j + 1) * self.k * NR]
     }
 }
@@ -111,7 +114,7 @@ pub struct Epilogue<'a> {
 pub(crate) fn tile_rows(isa: Isa) -> (usize, usize) {
     match isa {
         Isa::Avx512 => (14, 14 * 8),
-        Isa::Avx2 => (6, 6 * 16),
+        Isa::Avx2 => (crate::gemm_avx2::MR, crate::gemm_avx2::blocking().mc),
         Isa::Scalar => (4, 64),
     }
 }
@@ -273,6 +276,11 @@ pub fn gemm(
     }
     check_args("gemm", (m, n, k), a, lda, c, ldc, &epi)?;
     let isa = isa.min(cpu::hardware().isa);
+    if isa == Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 + FMA (capped above); arguments checked.
+        unsafe { crate::gemm_avx2::gemm(pool, m, a, lda, b, c, ldc, epi) };
+        return Ok(());
+    }
     let (mr, mc) = tile_rows(isa);
     let panels = n.div_ceil(NR);
     let threads = pool.map_or(1, |p| p.current_num_threads());
@@ -369,12 +377,6 @@ unsafe fn micro(
             macro_rules! go { ($($r:literal)*) => { match rows { $($r => x86::k512::<$r>(k, a.as_ptr(), b.as_ptr(), c, ldc, ncols, bias, acc),)* _ => unreachable!() } } }
             // SAFETY: forwarded from the caller.
             unsafe { go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14) };
-            return;
-        }
-        if isa == Isa::Avx2 {
-            macro_rules! go { ($($r:literal)*) => { match rows { $($r => x86::k256::<$r>(k, a.as_ptr(), b.as_ptr(), c, ldc, ncols, bias, acc),)* _ => unreachable!() } } }
-            // SAFETY: forwarded from the caller.
-            unsafe { go!(1 2 3 4 5 6) };
             return;
         }
     }
@@ -506,51 +508,6 @@ mod x86 {
                 _mm512_mask_storeu_ps(cp1, m1, v1);
             }
         }
-    }
-
-    /// MR x 32 AVX2 micro-kernel, done as two 16-column halves so the
-    /// accumulators (2*MR) fit the 16 ymm registers.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn k256<const MR: usize>(
-        k: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        ncols: usize,
-        bias: Option<&[f32]>,
-        acc: bool,
-    ) {
-        let mut tile = [[0.0f32; NR]; MR];
-        for half in 0..2 {
-            let mut c0 = [_mm256_setzero_ps(); MR];
-            let mut c1 = [_mm256_setzero_ps(); MR];
-            let (mut ap, mut bp) = (a, b.wrapping_add(half * 16));
-            for _ in 0..k {
-                // SAFETY: as in k512.
-                unsafe {
-                    let b0 = _mm256_load_ps(bp);
-                    let b1 = _mm256_load_ps(bp.add(8));
-                    for i in 0..MR {
-                        let av = _mm256_broadcast_ss(&*ap.add(i));
-                        c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
-                        c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
-                    }
-                    ap = ap.add(MR);
-                    bp = bp.add(NR);
-                }
-            }
-            for i in 0..MR {
-                // SAFETY: tile rows are NR wide.
-                unsafe {
-                    _mm256_storeu_ps(tile[i].as_mut_ptr().add(half * 16), c0[i]);
-                    _mm256_storeu_ps(tile[i].as_mut_ptr().add(half * 16 + 8), c1[i]);
-                }
-            }
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { super::store_tile(&tile, c, ldc, ncols, bias, acc) };
     }
 }
 

@@ -31,12 +31,17 @@
 //! [`bench::run`] (items/s of a random-weight model, returned as a [`bench::BenchReport`];
 //! `gclip bench` prints it), compared with open_clip by `bench/compare_torch.py`.
 
+pub mod attention;
 pub mod bench;
+pub mod cache;
 pub mod cpu;
+pub mod exp;
 pub mod gemm;
+pub mod gemm_avx2;
 pub mod model;
 pub mod ops;
 pub mod quant;
+mod quant_avx2;
 
 pub use model::{EngineModel, EngineOptions, Precision, TensorData, WeightSource};
 

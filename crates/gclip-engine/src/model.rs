@@ -18,10 +18,11 @@ pub enum Precision {
     #[default]
     Fp32,
     /// Dynamic int8: per-channel int8 weights, per-token int8 activations,
-    /// i32 accumulation with AVX512-VNNI. Patch embedding, projections, norms
-    /// and attention stay f32. On a CPU without VNNI the engine runs fp32
-    /// instead (its portable int8 code is slower than the fp32 kernels);
-    /// [`EngineModel::precision`] tells which one is in use.
+    /// exact i32 accumulation with AVX512-VNNI, or AVX2 on CPUs without VNNI
+    /// (weights then in [-63, 63]; see [`crate::quant`]). Patch embedding,
+    /// projections, norms and attention stay f32. Building an int8 model on
+    /// a CPU (or `GCLIP_ISA`) without AVX2 is an [`EngineError::Unsupported`]
+    /// error: the portable integer loops would be slower than fp32.
     Int8,
 }
 
@@ -367,10 +368,15 @@ impl EngineModel {
                 v.image_size, v.patch_size
             )));
         }
-        let p = match opts.precision {
-            Precision::Int8 if !cpu::features().vnni => Precision::Fp32,
-            p => p,
-        };
+        let p = opts.precision;
+        let int8 = crate::quant::int8_kernel(cpu::features().isa);
+        if p == Precision::Int8 && !int8.is_native() {
+            return Err(EngineError::Unsupported(format!(
+                "int8 needs AVX2 or AVX512-VNNI, but the engine runs isa={} here \
+                 (CPU or GCLIP_ISA); use fp32",
+                cpu::features().isa.name()
+            )));
+        }
         let e = cfg.embed_dim;
         let grid = v.grid();
         let npos = v.num_positions();
@@ -508,8 +514,8 @@ impl EngineModel {
         self.isa
     }
 
-    /// Precision of the linear layers actually in use (int8 falls back to
-    /// fp32 without VNNI).
+    /// Precision of the linear layers (as requested: int8 never falls back
+    /// silently, see [`Precision::Int8`]).
     pub fn precision(&self) -> Precision {
         self.precision
     }

@@ -300,8 +300,9 @@ fn attn_head_body(
 }
 
 /// Multi-head scaled dot-product attention over a fused QKV matrix
-/// (`[batch*seq, 3*W]`, the output of `in_proj`), writing `[batch*seq, W]`.
-/// Heads and sequences are spread over the thread pool.
+/// (`[batch*seq, 3*W]`, the output of `in_proj`), writing `[batch*seq, W]`:
+/// per-head GEMMs ([`crate::attention`]), heads and sequences spread over
+/// the thread pool.
 ///
 /// Buffers smaller than the shape requires are an [`EngineError::Shape`].
 pub fn attention(
@@ -311,8 +312,51 @@ pub fn attention(
     out: &mut [f32],
     s: AttnShape,
 ) -> Result<(), EngineError> {
-    let rows = s.batch.checked_mul(s.seq);
-    check_attention(qkv, out, s, rows)?;
+    check_attention(qkv, out, s, s.batch.checked_mul(s.seq))?;
+    crate::attention::attention(isa, pool, qkv, out, s);
+    Ok(())
+}
+
+/// Attention for one query position per sequence (`query[b]`), writing
+/// `[batch, W]`: all a final block needs when only one token is pooled.
+///
+/// Buffers that are too small or query positions out of range are an error.
+pub fn attention_at(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    qkv: &[f32],
+    out: &mut [f32],
+    s: AttnShape,
+    query: &[usize],
+) -> Result<(), EngineError> {
+    check_queries(s, query)?;
+    check_attention(qkv, out, s, Some(s.batch))?;
+    crate::attention::attention_at(isa, pool, qkv, out, s, query);
+    Ok(())
+}
+
+fn check_queries(s: AttnShape, query: &[usize]) -> Result<(), EngineError> {
+    if query.len() != s.batch || query.iter().any(|&q| q >= s.seq) {
+        return Err(EngineError::Input(format!(
+            "attention_at: queries {query:?} for {} sequences of {} tokens",
+            s.batch, s.seq
+        )));
+    }
+    Ok(())
+}
+
+/// [`attention`] by per-query vector loops (dot products, softmax, weighted
+/// sum of V): the engine's earlier path, kept as a reference for tests.
+///
+/// Buffers smaller than the shape requires are an [`EngineError::Shape`].
+pub fn attention_loops(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    qkv: &[f32],
+    out: &mut [f32],
+    s: AttnShape,
+) -> Result<(), EngineError> {
+    check_attention(qkv, out, s, s.batch.checked_mul(s.seq))?;
     attention_impl(isa, pool, qkv, out, s, |b| (0, s.seq, b * s.seq));
     Ok(())
 }
@@ -346,11 +390,10 @@ fn check_attention(
     Ok(())
 }
 
-/// Attention for one query position per sequence (`query[b]`), writing
-/// `[batch, W]`: all a final block needs when only one token is pooled.
+/// [`attention_at`] by the vector loops of [`attention_loops`].
 ///
 /// Buffers that are too small or query positions out of range are an error.
-pub fn attention_at(
+pub fn attention_at_loops(
     isa: Isa,
     pool: Option<&rayon::ThreadPool>,
     qkv: &[f32],
@@ -358,12 +401,7 @@ pub fn attention_at(
     s: AttnShape,
     query: &[usize],
 ) -> Result<(), EngineError> {
-    if query.len() != s.batch || query.iter().any(|&q| q >= s.seq) {
-        return Err(EngineError::Input(format!(
-            "attention_at: queries {query:?} for {} sequences of {} tokens",
-            s.batch, s.seq
-        )));
-    }
+    check_queries(s, query)?;
     check_attention(qkv, out, s, Some(s.batch))?;
     attention_impl(isa, pool, qkv, out, s, |b| (query[b], query[b] + 1, b));
     Ok(())

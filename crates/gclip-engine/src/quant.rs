@@ -5,6 +5,13 @@
 //! bytes, so activations are stored shifted by +128 as u8; the shift is
 //! removed with the per-column weight sums: sum (q_a + 128) q_w =
 //! sum q_a q_w + 128 sum q_w. Products accumulate exactly in i32.
+//!
+//! Without VNNI, AVX2 does the same u8 x s8 products with `vpmaddubsw`
+//! (pairs summed into i16, saturating) and `vpmaddwd` (pairs into i32); see
+//! [`crate::quant_avx2`]. To make saturation impossible its weights are
+//! quantised to [-63, 63]: 2 * 255 * 63 = 32130 < 32767. Activations keep
+//! all 8 bits, since per-token activation ranges (outlier channels) are the
+//! larger error source. [`int8_kernel`] says which kernel runs.
 
 use std::cell::RefCell;
 
@@ -19,17 +26,66 @@ const MR: usize = 14;
 /// Rows per task block (at most).
 const MC: usize = MR * 8;
 
+/// The integer dot-product kernel of the int8 path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Int8Kernel {
+    /// AVX512-VNNI `vpdpbusd`; weights in [-127, 127].
+    Vnni,
+    /// AVX2 `vpmaddubsw` + `vpmaddwd`; weights in [-63, 63].
+    Avx2,
+    /// Plain integer loops: exact but slower than the fp32 kernels.
+    Portable,
+}
+
+impl Int8Kernel {
+    /// Short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Vnni => "vnni",
+            Int8Kernel::Avx2 => "avx2",
+            Int8Kernel::Portable => "portable",
+        }
+    }
+
+    /// Largest weight magnitude after quantisation.
+    pub fn weight_max(self) -> i32 {
+        match self {
+            Int8Kernel::Avx2 => 63,
+            Int8Kernel::Vnni | Int8Kernel::Portable => 127,
+        }
+    }
+
+    /// Whether this is a SIMD integer kernel (faster than fp32).
+    pub fn is_native(self) -> bool {
+        self != Int8Kernel::Portable
+    }
+}
+
+/// The int8 kernel for float ISA `isa` (capped at the hardware): VNNI with
+/// AVX-512 on a CPU that has it, AVX2 on any AVX2 CPU, else portable.
+pub fn int8_kernel(isa: Isa) -> Int8Kernel {
+    let hw = cpu::hardware();
+    match isa.min(hw.isa) {
+        Isa::Avx512 if hw.vnni => Int8Kernel::Vnni,
+        Isa::Avx512 | Isa::Avx2 => Int8Kernel::Avx2,
+        Isa::Scalar => Int8Kernel::Portable,
+    }
+}
+
 /// A `Linear` weight `[n, k]` quantised per output channel and packed in
 /// 32-column panels of 4-byte k-groups (the `vpdpbusd` operand layout).
 #[derive(Clone)]
 pub struct PackedI8 {
-    n: usize,
-    k: usize,
-    groups: usize,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) groups: usize,
     data: AlignedBuf,
-    scales: Vec<f32>,
-    /// 128 * sum of each column's quantised weights.
-    shift_sums: Vec<i32>,
+    /// Per-column scales, padded to whole panels.
+    pub(crate) scales: Vec<f32>,
+    /// 128 * sum of each column's quantised weights (padded likewise).
+    pub(crate) shift_sums: Vec<i32>,
+    /// Largest quantised magnitude (see [`Int8Kernel::weight_max`]).
+    wmax: i32,
 }
 
 impl std::fmt::Debug for PackedI8 {
@@ -42,8 +98,23 @@ impl std::fmt::Debug for PackedI8 {
 }
 
 impl PackedI8 {
-    /// Quantises and packs a PyTorch `Linear` weight `w[n][k]`.
+    /// Quantises and packs a PyTorch `Linear` weight `w[n][k]` for the
+    /// kernel this CPU runs ([`int8_kernel`] of [`cpu::features`]).
     pub fn from_nk(w: &[f32], n: usize, k: usize) -> Result<Self, EngineError> {
+        Self::from_nk_for(w, n, k, int8_kernel(cpu::features().isa))
+    }
+
+    /// As [`PackedI8::from_nk`], with the weight range of `kernel`. Any
+    /// packing runs on any kernel: one with a range too wide for AVX2 falls
+    /// back to the (exact) portable loops there.
+    pub fn from_nk_for(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        kernel: Int8Kernel,
+    ) -> Result<Self, EngineError> {
+        let wmax = kernel.weight_max();
+        let lv = wmax as f32;
         check_len("weight [n, k]", w.len(), n * k)?;
         let panels = n.div_ceil(NR);
         let groups = k.div_ceil(4);
@@ -54,12 +125,12 @@ impl PackedI8 {
         for j in 0..n {
             let row = &w[j * k..(j + 1) * k];
             let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+            let s = if amax > 0.0 { amax / lv } else { 1.0 };
             scales[j] = s;
             let (jp, jj) = (j / NR, j % NR);
             let mut sum = 0i32;
             for (p, &v) in row.iter().enumerate() {
-                let q = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+                let q = (v / s).round_ties_even().clamp(-lv, lv) as i8;
                 sum += q as i32;
                 d[(jp * groups + p / 4) * NR * 4 + jj * 4 + p % 4] = q;
             }
@@ -72,7 +143,13 @@ impl PackedI8 {
             data,
             scales,
             shift_sums,
+            wmax,
         })
+    }
+
+    /// Largest quantised weight magnitude (127, or 63 for AVX2).
+    pub fn weight_max(&self) -> i32 {
+        self.wmax
     }
 
     /// Output columns.
@@ -90,7 +167,7 @@ impl PackedI8 {
         self.data.capacity_bytes() + self.scales.len() * 8
     }
 
-    fn panel(&self, j: usize) -> &[i8] {
+    pub(crate) fn panel(&self, j: usize) -> &[i8] {
         let len = self.groups * NR * 4;
         &self.data.i8s()[j * len..(j + 1) * len]
     }
@@ -101,14 +178,15 @@ thread_local! {
 }
 
 /// Quantises `rows` rows of A (stride `lda`, width `k`) and packs them into
-/// micro-panels of `MR` rows: `[group][row]` u32 words of 4 shifted bytes.
-fn quantize_pack(
+/// micro-panels of `mr` rows: `[group][row]` u32 words of 4 shifted bytes.
+pub(crate) fn quantize_pack(
     words: &mut Vec<u32>,
     scales: &mut Vec<f32>,
     a: &[f32],
     lda: usize,
     rows: usize,
     k: usize,
+    mr: usize,
 ) {
     let groups = k.div_ceil(4);
     words.clear();
@@ -118,7 +196,7 @@ fn quantize_pack(
     let isa = cpu::features().isa;
     let mut i = 0;
     while i < rows {
-        let r = (rows - i).min(MR);
+        let r = (rows - i).min(mr);
         for rr in 0..r {
             let src = &a[(i + rr) * lda..(i + rr) * lda + k];
             scales.push(quantize_row(isa, src, &mut q[..k]));
@@ -162,8 +240,8 @@ crate::ops::multiversion! {
 }
 
 /// `C (=|+=) act(dequant(quant(A) * W^T) + bias)`, the int8 counterpart of
-/// [`crate::gemm::gemm`]. Uses VNNI when the CPU has it, portable code
-/// otherwise.
+/// [`crate::gemm::gemm`]. Runs the kernel [`int8_kernel`] picks for `isa`
+/// (portable loops for a VNNI-range packing on an AVX2-only path).
 ///
 /// A buffer smaller than its stated shape, or accumulate together with an
 /// activation, is an error.
@@ -184,7 +262,17 @@ pub fn gemm_i8(
         return Ok(());
     }
     crate::gemm::check_args("gemm_i8", (m, n, k), a, lda, c, ldc, &epi)?;
-    let vnni = isa == Isa::Avx512 && cpu::hardware().vnni;
+    let kernel = match int8_kernel(isa) {
+        Int8Kernel::Avx2 if b.wmax > Int8Kernel::Avx2.weight_max() => Int8Kernel::Portable,
+        kn => kn,
+    };
+    if kernel == Int8Kernel::Avx2 {
+        // SAFETY: `int8_kernel` returns Avx2 only on an AVX2 CPU; the
+        // weights fit its range; the arguments were checked above.
+        unsafe { crate::quant_avx2::gemm_i8(pool, m, a, lda, b, c, ldc, epi) };
+        return Ok(());
+    }
+    let vnni = kernel == Int8Kernel::Vnni;
     let fisa = isa.min(cpu::hardware().isa);
     let panels = n.div_ceil(NR);
     let threads = pool.map_or(1, |p| p.current_num_threads());
@@ -196,7 +284,7 @@ pub fn gemm_i8(
         QPACK.with(|buf| {
             let mut buf = buf.borrow_mut();
             let (words, ascales) = &mut *buf;
-            quantize_pack(words, ascales, &a[r0 * lda..], lda, r1 - r0, k);
+            quantize_pack(words, ascales, &a[r0 * lda..], lda, r1 - r0, k, MR);
             for jp in p0..p1 {
                 let bpanel = b.panel(jp);
                 let ncols = (n - jp * NR).min(NR);
