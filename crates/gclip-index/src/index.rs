@@ -1407,6 +1407,9 @@ impl Index {
     }
 }
 
+/// (rank from 1, tensor score, highlight) of a document in the tensor ranking.
+type TensorRank = (usize, f32, Option<(u32, u32)>);
+
 /// One document's best tensor match.
 #[derive(Clone, Debug)]
 struct DocHit {
@@ -1938,7 +1941,7 @@ impl Index {
                     )
                 };
                 let lexical = self.lexical_hits(&st, &text, filter.as_ref(), lfields);
-                let mut tmap: HashMap<u32, (usize, f32, Option<(u32, u32)>)> = HashMap::new();
+                let mut tmap: HashMap<u32, TensorRank> = HashMap::new();
                 for (r, h) in tensor.iter().take(depth).enumerate() {
                     tmap.insert(h.slot, (r + 1, h.score, h.highlight));
                 }
