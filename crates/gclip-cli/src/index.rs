@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use gclip::index::{
-    self as gi, AddDocuments, Embedder, Engine, IndexSettings, Mapping, Query, SearchMethod, SearchRequest,
-    VectorNumericType,
+    self as gi, AddDocuments, Embedder, Engine, IndexSettings, Mapping, Query, SearchMethod,
+    SearchRequest, VectorNumericType,
 };
 use serde_json::{json, Value};
 
@@ -184,7 +184,10 @@ fn read_jsonl(path: &Path) -> anyhow::Result<Vec<Value>> {
         if line.trim().is_empty() {
             continue;
         }
-        docs.push(serde_json::from_str(&line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?);
+        docs.push(
+            serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?,
+        );
     }
     Ok(docs)
 }
@@ -198,19 +201,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return bench(b);
     }
     let dir = args.data_dir.clone().unwrap_or_else(gi::default_data_dir);
-    let engine = Engine::open(&dir).with_context(|| format!("opening data directory {}", dir.display()))?;
+    let engine =
+        Engine::open(&dir).with_context(|| format!("opening data directory {}", dir.display()))?;
     let mut out = std::io::stdout().lock();
     match args.command {
-        Cmd::Create { name, settings, model } => {
+        Cmd::Create {
+            name,
+            settings,
+            model,
+        } => {
             let settings = match settings {
                 Some(s) => IndexSettings::from_json(&json_arg(&s)?)?,
                 None => IndexSettings::default(),
             };
             let e = embedder(&model)?;
             let ix = engine.create_index(&name, settings, e)?;
-            writeln!(out, "{}", json!({"acknowledged": true, "index": ix.name(), "model": ix.model_id(), "dim": ix.dim()}))?;
+            writeln!(
+                out,
+                "{}",
+                json!({"acknowledged": true, "index": ix.name(), "model": ix.model_id(), "dim": ix.dim()})
+            )?;
         }
-        Cmd::Add { name, jsonl, images, mut tensor_fields, mappings, batch, model } => {
+        Cmd::Add {
+            name,
+            jsonl,
+            images,
+            mut tensor_fields,
+            mappings,
+            batch,
+            model,
+        } => {
             let ix = engine.index(&name, Some(embedder(&model)?))?;
             let docs: Vec<Value> = match (&jsonl, &images) {
                 (Some(p), _) => read_jsonl(p)?,
@@ -228,7 +248,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         .into_iter()
                         .map(|p| {
                             let abs = std::fs::canonicalize(&p).unwrap_or(p.clone());
-                            let id = p.strip_prefix(d).unwrap_or(&p).to_string_lossy().replace('/', "_");
+                            let id = p
+                                .strip_prefix(d)
+                                .unwrap_or(&p)
+                                .to_string_lossy()
+                                .replace('/', "_");
                             json!({"_id": id, "image": abs.to_string_lossy()})
                         })
                         .collect()
@@ -253,7 +277,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         ok += 1;
                     } else {
                         failed += 1;
-                        pb.suspend(|| eprintln!("{}: {}", item.id, item.message.clone().unwrap_or_default()));
+                        pb.suspend(|| {
+                            eprintln!("{}: {}", item.id, item.message.clone().unwrap_or_default())
+                        });
                     }
                 }
                 pb.inc(chunk.len() as u64);
@@ -280,10 +306,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let ix = engine.index(&name, None)?;
             match filter {
                 Some(f) => writeln!(out, "{}", json!({"deleted": ix.delete_by_filter(&f)?}))?,
-                None => writeln!(out, "{}", serde_json::to_string(&ix.delete_documents(&ids)?)?)?,
+                None => writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&ix.delete_documents(&ids)?)?
+                )?,
             }
         }
-        Cmd::Search { name, query, request, method, limit, offset, filter, attributes, ef, exact, format, model } => {
+        Cmd::Search {
+            name,
+            query,
+            request,
+            method,
+            limit,
+            offset,
+            filter,
+            attributes,
+            ef,
+            exact,
+            format,
+            model,
+        } => {
             let req: SearchRequest = match request {
                 Some(r) => serde_json::from_value(json_arg(&r)?).context("search request")?,
                 None => SearchRequest {
@@ -302,17 +345,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     ..SearchRequest::default()
                 },
             };
-            let needs_model = req.search_method != SearchMethod::Lexical && !matches!(req.q, Some(Query::Vector(_)));
-            let ix = engine.index(&name, if needs_model { Some(embedder(&model)?) } else { None })?;
+            let needs_model = req.search_method != SearchMethod::Lexical
+                && !matches!(req.q, Some(Query::Vector(_)));
+            let ix = engine.index(
+                &name,
+                if needs_model {
+                    Some(embedder(&model)?)
+                } else {
+                    None
+                },
+            )?;
             let r = ix.search(&req)?;
             if format == FormatArg::Json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
             } else {
                 writeln!(out, "{:<4} {:<10} {:<24} highlight", "rank", "score", "_id")?;
                 for (i, h) in r.hits.iter().enumerate() {
-                    let hl = h.get("_highlights").and_then(|v| v.get(0)).map(|v| v.to_string()).unwrap_or_default();
+                    let hl = h
+                        .get("_highlights")
+                        .and_then(|v| v.get(0))
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
                     let id = h["_id"].as_str().unwrap_or("");
-                    writeln!(out, "{:<4} {:<10.4} {:<24} {}", i + 1, h["_score"].as_f64().unwrap_or(0.0), id, hl)?;
+                    writeln!(
+                        out,
+                        "{:<4} {:<10.4} {:<24} {}",
+                        i + 1,
+                        h["_score"].as_f64().unwrap_or(0.0),
+                        id,
+                        hl
+                    )?;
                 }
             }
         }
@@ -322,7 +384,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Cmd::List => {
             let names = engine.list()?;
-            writeln!(out, "{}", json!({"results": names.iter().map(|n| json!({"indexName": n})).collect::<Vec<_>>()}))?;
+            writeln!(
+                out,
+                "{}",
+                json!({"results": names.iter().map(|n| json!({"indexName": n})).collect::<Vec<_>>()})
+            )?;
         }
         Cmd::Drop { name } => {
             engine.drop_index(&name)?;

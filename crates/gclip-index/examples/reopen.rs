@@ -13,7 +13,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let dim: usize = args.get(3).map_or(512, |s| s.parse().expect("DIM"));
     let engine = Engine::open(dir)?;
     if engine.list()?.iter().all(|x| x != "big") {
-        let settings = IndexSettings::from_json(&json!({"annParameters": {"parameters": {"m": 16, "efConstruction": 64}}}))?;
+        let settings = IndexSettings::from_json(
+            &json!({"annParameters": {"parameters": {"m": 16, "efConstruction": 64}}}),
+        )?;
         let ix = engine.create_index_for("big", settings, "custom", dim, None)?;
         let mut s = 1u64;
         let t = Instant::now();
@@ -32,13 +34,18 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             let r = ix.add_documents(&AddDocuments {
                 documents: docs,
                 tensor_fields: vec!["v".into()],
-                mappings: [("v".to_string(), Mapping::CustomVector)].into_iter().collect(),
+                mappings: [("v".to_string(), Mapping::CustomVector)]
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             })?;
             assert!(!r.errors);
         }
         ix.checkpoint()?;
-        println!("{}", json!({"built_docs": n, "build_s": t.elapsed().as_secs_f64()}));
+        println!(
+            "{}",
+            json!({"built_docs": n, "build_s": t.elapsed().as_secs_f64()})
+        );
     }
     drop(engine);
     let t = Instant::now();
@@ -47,7 +54,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let open_s = t.elapsed().as_secs_f64();
     let stats = ix.stats()?;
     let q = ix.get_document("42", true)?["_tensor_facets"][0]["_embedding"].clone();
-    let req: SearchRequest = serde_json::from_value(json!({"q": {"customVector": {"vector": q}}, "limit": 1}))?;
+    let req: SearchRequest =
+        serde_json::from_value(json!({"q": {"customVector": {"vector": q}}, "limit": 1}))?;
     let hit = ix.search(&req)?;
     println!(
         "{}",

@@ -42,29 +42,47 @@ impl Embedder for Clip {
         let decoded: Vec<Result<gclip_image::RgbImage, EmbedError>> = images
             .iter()
             .map(|i| match i {
-                ImageInput::Path(p) => gclip_image::load_rgb(p, &decode)
-                    .map_err(|e| EmbedError::with_source(format!("cannot read image {}", p.display()), e)),
-                ImageInput::Bytes(b) => gclip_image::decode_rgb(b, &decode)
-                    .map_err(|e| EmbedError::with_source(format!("cannot decode image {}", i.describe()), e)),
+                ImageInput::Path(p) => gclip_image::load_rgb(p, &decode).map_err(|e| {
+                    EmbedError::with_source(format!("cannot read image {}", p.display()), e)
+                }),
+                ImageInput::Bytes(b) => gclip_image::decode_rgb(b, &decode).map_err(|e| {
+                    EmbedError::with_source(format!("cannot decode image {}", i.describe()), e)
+                }),
                 ImageInput::Url(u) => Err(EmbedError::new(format!(
                     "image URL {u}: gclip does not download images; give a local path or the bytes"
                 ))),
             })
             .collect();
-        let ok: Vec<gclip_image::RgbImage> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+        let ok: Vec<gclip_image::RgbImage> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok().cloned())
+            .collect();
         let mut rows = match Clip::embed_images(self, &ok, false) {
-            Ok(e) => e.rows().map(<[f32]>::to_vec).collect::<Vec<_>>().into_iter(),
+            Ok(e) => e
+                .rows()
+                .map(<[f32]>::to_vec)
+                .collect::<Vec<_>>()
+                .into_iter(),
             Err(e) => {
                 let msg = e.to_string();
                 return decoded
                     .into_iter()
-                    .map(|d| d.and(Err(EmbedError::new(format!("image embedding failed: {msg}")))))
+                    .map(|d| {
+                        d.and(Err(EmbedError::new(format!(
+                            "image embedding failed: {msg}"
+                        ))))
+                    })
                     .collect();
             }
         };
         decoded
             .into_iter()
-            .map(|d| d.and_then(|_| rows.next().ok_or_else(|| EmbedError::new("the model returned too few vectors"))))
+            .map(|d| {
+                d.and_then(|_| {
+                    rows.next()
+                        .ok_or_else(|| EmbedError::new("the model returned too few vectors"))
+                })
+            })
             .collect()
     }
 

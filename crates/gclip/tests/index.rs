@@ -11,9 +11,11 @@ fn clip_indexes_texts_and_images_and_pins_its_model() {
     let clip = Arc::new(Clip::load(&ModelSource::Default).expect("embedded model"));
     let d = tempfile::tempdir().unwrap();
     let engine = Engine::open(d.path()).unwrap();
-    let settings = IndexSettings::from_json(&json!({"treatUrlsAndPointersAsImages": true})).unwrap();
+    let settings =
+        IndexSettings::from_json(&json!({"treatUrlsAndPointersAsImages": true})).unwrap();
     let ix = engine.create_index("shop", settings, clip.clone()).unwrap();
-    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reference/images/files");
+    let images =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reference/images/files");
     let img = std::fs::read_dir(&images)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -40,7 +42,8 @@ fn clip_indexes_texts_and_images_and_pins_its_model() {
     assert!((hits.hits[0]["_score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
     // The stored vector equals the model's normalised embedding.
     let doc = ix.get_document("boots", true).unwrap();
-    let v: Vec<f32> = serde_json::from_value(doc["_tensor_facets"][0]["_embedding"].clone()).unwrap();
+    let v: Vec<f32> =
+        serde_json::from_value(doc["_tensor_facets"][0]["_embedding"].clone()).unwrap();
     let want = clip.embed_texts(&["leather boots"], true).unwrap();
     assert!(v.iter().zip(want.row(0)).all(|(a, b)| (a - b).abs() < 1e-5));
     drop(ix);
@@ -61,5 +64,8 @@ fn clip_indexes_texts_and_images_and_pins_its_model() {
         }
     }
     let engine = Engine::open(d.path()).unwrap();
-    assert!(matches!(engine.index("shop", Some(Arc::new(Other))), Err(Error::ModelMismatch { .. })));
+    assert!(matches!(
+        engine.index("shop", Some(Arc::new(Other))),
+        Err(Error::ModelMismatch { .. })
+    ));
 }
