@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AO};
 pub trait Space: Sync {
     /// Distance of node `i` to the query this space was made for.
     fn to_query(&self, i: u32) -> f32;
+    /// Hints that node `i` will be read soon (graph walks are memory bound).
+    fn prefetch(&self, _i: u32) {}
 }
 
 /// Distance between two stored nodes (used to build the graph).
@@ -253,10 +255,16 @@ impl Hnsw {
                 if results.len() >= ef && results.peek().is_some_and(|w| c.dist > w.dist) {
                     break;
                 }
+                let mut fresh = [0u32; 256];
+                let mut nf = 0;
                 self.for_neighbors(c.id, layer, |n| {
-                    if !visited.insert(n) {
-                        return;
+                    if nf < fresh.len() && visited.insert(n) {
+                        space.prefetch(n);
+                        fresh[nf] = n;
+                        nf += 1;
                     }
+                });
+                for &n in &fresh[..nf] {
                     let d = space.to_query(n);
                     let full = results.len() >= ef;
                     if !full || results.peek().is_some_and(|w| d < w.dist) {
@@ -268,7 +276,7 @@ impl Hnsw {
                             }
                         }
                     }
-                });
+                }
             }
             let mut out = results.into_vec();
             out.sort_unstable();

@@ -14,6 +14,10 @@ impl Space for Exact<'_> {
     fn to_query(&self, i: u32) -> f32 {
         self.v.exact(self.q, i)
     }
+    #[inline]
+    fn prefetch(&self, i: u32) {
+        self.v.prefetch(i);
+    }
 }
 
 /// Distances read from the compressed codes (float16 / int8), for traversal.
@@ -27,6 +31,10 @@ impl Space for Approx<'_> {
     #[inline]
     fn to_query(&self, i: u32) -> f32 {
         self.v.approx(self.q, self.qn2, i)
+    }
+    #[inline]
+    fn prefetch(&self, i: u32) {
+        self.v.prefetch(i);
     }
 }
 

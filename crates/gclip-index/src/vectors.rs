@@ -112,6 +112,33 @@ impl VectorData {
         &self.rows[i..i + self.dim]
     }
 
+    /// Asks the CPU to start loading the first cache lines of row `i` (and its codes).
+    #[inline]
+    pub fn prefetch(&self, i: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let at = i as usize * self.dim;
+            let (ptr, bytes) = match self.precision {
+                VectorNumericType::Float32 => (
+                    self.rows.as_ptr().wrapping_add(at) as *const i8,
+                    self.dim * 4,
+                ),
+                VectorNumericType::Float16 => (
+                    self.half.as_ptr().wrapping_add(at) as *const i8,
+                    self.dim * 2,
+                ),
+                VectorNumericType::Int8 => (self.codes.as_ptr().wrapping_add(at), self.dim),
+            };
+            // Prefetching is only a hint: it never faults, even on a bad address.
+            for off in (0..bytes.min(256)).step_by(64) {
+                unsafe { _mm_prefetch(ptr.wrapping_add(off), _MM_HINT_T0) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+
     /// Exact float32 distance of a query to row `i`.
     #[inline]
     pub fn exact(&self, q: &[f32], i: u32) -> f32 {
