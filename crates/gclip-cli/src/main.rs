@@ -9,6 +9,7 @@ mod demo;
 mod embed;
 mod eval;
 mod experiment;
+mod index;
 mod preprocess;
 mod similarity;
 mod synth;
@@ -59,6 +60,8 @@ enum Command {
     Train(train::Args),
     /// Measure inference throughput of a random-weight model.
     Bench(bench::Args),
+    /// Durable multimodal search indexes (Marqo-style) and the ANN benchmark.
+    Index(index::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,5 +83,6 @@ fn main() -> anyhow::Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Train(a) => train::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Index(a) => index::run(a),
     }
 }

@@ -15,6 +15,7 @@ mod default_model;
 mod embeddings;
 mod error;
 mod eval_encoder;
+pub mod index;
 mod source;
 mod zeroshot;
 

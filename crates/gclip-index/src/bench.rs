@@ -1,0 +1,201 @@
+//! The ANN benchmark behind `gclip index bench`: builds the graph over a base set, computes
+//! exact ground truth, and measures recall@k and queries per second (one query at a time per
+//! thread) for each beam width, optionally with a filter of given selectivity.
+
+use crate::hnsw::{Cand, Hnsw};
+use crate::settings::VectorNumericType;
+use crate::space;
+use crate::vectors::{Metric, VectorData};
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub k: usize,
+    pub efs: Vec<usize>,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub threads: usize,
+    pub build_threads: usize,
+    pub precision: VectorNumericType,
+    /// Fractions of the base a filter lets through (e.g. 0.01, 0.1); empty for none.
+    pub filter_selectivity: Vec<f64>,
+}
+
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n.max(1))
+        .build()
+        .expect("a rayon pool of a few threads")
+}
+
+/// Whether base row `i` passes a filter that keeps about `sel` of the rows (hash-spread).
+fn passes(i: u32, sel: f64) -> bool {
+    let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    (h as f64) < sel * (1u64 << 24) as f64
+}
+
+/// Runs the benchmark; `emit` receives each JSON result line as it is ready.
+pub fn run(
+    dim: usize,
+    base: &[f32],
+    queries: &[f32],
+    cfg: &BenchConfig,
+    emit: &mut dyn FnMut(Value),
+) -> crate::Result<()> {
+    if dim == 0 || base.len() % dim != 0 || queries.len() % dim != 0 {
+        return Err(crate::Error::InvalidArgument(
+            "base and queries must share one dimension".into(),
+        ));
+    }
+    let n = base.len() / dim;
+    let nq = queries.len() / dim;
+    let mut v = VectorData::new(dim, Metric::Dot, cfg.precision);
+    v.reserve(n);
+    for r in base.chunks_exact(dim) {
+        v.push(r);
+    }
+    let mut g = Hnsw::new(cfg.m, cfg.ef_construction, 0x5eed);
+    g.grow(n);
+    let t0 = Instant::now();
+    let bp = pool(cfg.build_threads);
+    {
+        let b = space::Build(&v);
+        let bar = indicatif::ProgressBar::new(n as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("building {bar:40} {pos}/{len} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bp.install(|| {
+            (0..n as u32).into_par_iter().for_each(|i| {
+                g.insert(&b, i);
+                if i % 1024 == 0 {
+                    bar.inc(1024);
+                }
+            })
+        });
+        bar.finish_and_clear();
+    }
+    let build_s = t0.elapsed().as_secs_f64();
+    let qp = pool(cfg.threads);
+    let k = cfg.k;
+    let truth = |accept: Option<&(dyn Fn(u32) -> bool + Sync)>| -> Vec<Vec<u32>> {
+        qp.install(|| {
+            queries
+                .par_chunks_exact(dim)
+                .map(|q| {
+                    let mut all: Vec<Cand> = (0..n as u32)
+                        .filter(|&i| accept.is_none_or(|f| f(i)))
+                        .map(|i| Cand {
+                            dist: v.exact(q, i),
+                            id: i,
+                        })
+                        .collect();
+                    let kk = k.min(all.len());
+                    if kk > 0 {
+                        all.select_nth_unstable(kk - 1);
+                    }
+                    all.truncate(kk);
+                    all.into_iter().map(|c| c.id).collect()
+                })
+                .collect()
+        })
+    };
+    let gt = truth(None);
+    emit(json!({
+        "build_s": build_s,
+        "n": n, "dim": dim, "queries": nq, "k": k,
+        "m": cfg.m, "ef_construction": cfg.ef_construction,
+        "build_threads": cfg.build_threads, "threads": cfg.threads,
+        "precision": format!("{:?}", cfg.precision).to_lowercase(),
+        "isa": format!("{:?}", crate::simd::isa()).to_lowercase(),
+        "bytes_per_vector": v.bytes_per_row() + g.bytes_per_node(),
+    }));
+    let search_one =
+        |q: &[f32], ef: usize, accept: Option<&(dyn Fn(u32) -> bool + Sync)>| -> Vec<u32> {
+            if cfg.precision == VectorNumericType::Float32 {
+                let sp = space::Exact { v: &v, q };
+                g.search(&sp, k, ef, accept)
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect()
+            } else {
+                let sp = space::Approx {
+                    v: &v,
+                    q,
+                    qn2: crate::simd::dot_f32(q, q),
+                };
+                let mut r = g.search(&sp, ef.max(k), ef.max(k), accept);
+                for c in r.iter_mut() {
+                    c.dist = v.exact(q, c.id);
+                }
+                r.sort_unstable();
+                r.into_iter().take(k).map(|c| c.id).collect()
+            }
+        };
+    let recall = |got: &[Vec<u32>], gt: &[Vec<u32>]| -> f64 {
+        let hit: usize = got
+            .iter()
+            .zip(gt)
+            .map(|(g, t)| g.iter().filter(|x| t.contains(x)).count())
+            .sum();
+        let total: usize = gt.iter().map(|t| t.len()).sum();
+        hit as f64 / total.max(1) as f64
+    };
+    let key = format!("recall_at_{k}");
+    for &ef in &cfg.efs {
+        let t = Instant::now();
+        let got: Vec<Vec<u32>> = qp.install(|| {
+            queries
+                .par_chunks_exact(dim)
+                .with_max_len(1)
+                .map(|q| search_one(q, ef, None))
+                .collect()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        emit(json!({"ef": ef, &key: recall(&got, &gt), "qps": nq as f64 / secs}));
+    }
+    for &sel in &cfg.filter_selectivity {
+        let accept = move |i: u32| passes(i, sel);
+        let allowed_ids: Vec<u32> = (0..n as u32).filter(|&i| passes(i, sel)).collect();
+        let allowed = allowed_ids.len();
+        let gt_f = truth(Some(&accept));
+        // Same policy as the index: scan when the filter keeps few rows.
+        let exact = allowed <= 4096 || allowed * 25 <= n;
+        for &ef in &cfg.efs {
+            let t = Instant::now();
+            let got: Vec<Vec<u32>> = qp.install(|| {
+                queries
+                    .par_chunks_exact(dim)
+                    .with_max_len(1)
+                    .map(|q| {
+                        if exact {
+                            let mut all: Vec<Cand> = allowed_ids
+                                .iter()
+                                .map(|&i| Cand {
+                                    dist: v.exact(q, i),
+                                    id: i,
+                                })
+                                .collect();
+                            all.sort_unstable();
+                            all.into_iter().take(k).map(|c| c.id).collect()
+                        } else {
+                            search_one(q, ef, Some(&accept))
+                        }
+                    })
+                    .collect()
+            });
+            let secs = t.elapsed().as_secs_f64();
+            emit(json!({
+                "filter_selectivity": sel, "allowed": allowed, "ef": ef,
+                "mode": if exact { "exact" } else { "graph" },
+                &key: recall(&got, &gt_f), "qps": nq as f64 / secs
+            }));
+            if exact {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
