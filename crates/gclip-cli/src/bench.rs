@@ -3,10 +3,10 @@
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub bench: gclip_engine::bench::BenchArgs,
+    pub bench: gclip::engine::bench::BenchArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    gclip_engine::bench::run(&args.bench)?;
+    gclip::engine::bench::run(&args.bench)?;
     Ok(())
 }

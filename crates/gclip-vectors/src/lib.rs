@@ -3,9 +3,13 @@
 //! [`Embeddings`] is the one type for "n vectors of one dimension": the model towers and the
 //! CPU engine produce it, evaluation and the index consume it. Its constructors check their
 //! input and return [`VectorError`] instead of panicking, because rows often come from callers
-//! (custom vectors, files, Python arrays).
+//! (custom vectors, files, Python arrays). [`FieldEncoder`] is the model boundary: what
+//! evaluation and caches call to get embeddings without knowing the model.
 
 use std::fmt;
+
+mod encoder;
+pub use encoder::{BoxError, FieldEncoder};
 
 /// What is wrong with a batch of vectors a caller handed in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,7 +55,7 @@ impl Embeddings {
         if dim == 0 {
             return Err(VectorError::ZeroDim);
         }
-        if !data.len().is_multiple_of(dim) {
+        if data.len() % dim != 0 {
             return Err(VectorError::Ragged {
                 len: data.len(),
                 dim,
@@ -164,10 +168,7 @@ impl Embeddings {
 
 /// The L2 norm of `v`, accumulated in f64 so that long rows keep their precision.
 pub fn norm(v: &[f32]) -> f32 {
-    v.iter()
-        .map(|&x| x as f64 * x as f64)
-        .sum::<f64>()
-        .sqrt() as f32
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32
 }
 
 /// Scales `v` to unit L2 norm in place; a zero vector stays zero.
@@ -283,10 +284,7 @@ mod tests {
         assert!(e.is_empty());
         e.push(&[1.0, 2.0]).unwrap();
         assert_eq!(e.len(), 1);
-        assert_eq!(
-            e.row(1),
-            Err(VectorError::OutOfRange { index: 1, len: 1 })
-        );
+        assert_eq!(e.row(1), Err(VectorError::OutOfRange { index: 1, len: 1 }));
     }
 
     #[test]
@@ -334,7 +332,9 @@ mod tests {
         assert!((both[0] as f64 - 0.9 / n).abs() < 1e-7);
         assert!((both[1] as f64 - 0.1 / n).abs() < 1e-7);
         // A missing title leaves the image alone (weight renormalised to 1).
-        let only = fuse(2, &[(Some(&image), 0.9), (None, 0.1)]).unwrap().unwrap();
+        let only = fuse(2, &[(Some(&image), 0.9), (None, 0.1)])
+            .unwrap()
+            .unwrap();
         assert_eq!(only, vec![1.0, 0.0]);
         assert_eq!(fuse(2, &[(None, 1.0)]).unwrap(), None);
         assert!(fuse(3, &[(Some(&image), 1.0)]).is_err());
