@@ -135,7 +135,8 @@ pub struct ZeroshotArgs {
     /// Folder with one sub-folder of images per class.
     #[arg(long)]
     pub images: PathBuf,
-    /// Prompt template with `{}` for the class name (repeatable) [default: "a photo of a {}."].
+    /// Prompt template with `{}` (or `{c}`) for the class name (repeatable)
+    /// [default: "a photo of a {}."].
     #[arg(long)]
     pub template: Vec<String>,
     /// File with one template per line (added to --template).
