@@ -136,7 +136,11 @@ pub fn preprocess(
     let mut cfg = match (ecosystem, raw) {
         (Ecosystem::OpenClip, Some(v)) => PreprocessConfig::from_open_clip(v, Some(size))?,
         (Ecosystem::Transformers, Some(v)) => PreprocessConfig::from_hf(v)?,
-        (_, None) => PreprocessConfig::default(),
+        // No config: the ecosystem's defaults at the tower's size (nothing to disagree with).
+        (_, None) => PreprocessConfig {
+            image_size: size,
+            ..PreprocessConfig::default()
+        },
     };
     if cfg.image_size != size {
         // The towers only accept their own input size; a preprocessor file that disagrees
