@@ -1,8 +1,8 @@
 //! `gclip bench`: items/s of a random-weight model of a named architecture, per tower and batch,
 //! printed in `key=value` lines that scripts parse.
 
-use gclip_engine::bench::{BenchOptions, BenchReport, BenchTower};
-use gclip_engine::Precision;
+use gclip::engine::bench::{BenchOptions, BenchReport, BenchTower};
+use gclip::Precision;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         check_int8: args.check_int8,
     };
-    let report = gclip_engine::bench::run(&opts)?;
+    let report = gclip::engine::bench::run(&opts)?;
     print_report(&report);
     Ok(())
 }

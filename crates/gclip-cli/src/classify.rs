@@ -17,7 +17,8 @@ pub struct Args {
     /// A UTF-8 file of labels, one per line.
     #[arg(long, value_name = "FILE")]
     labels_file: Option<PathBuf>,
-    /// Prompt template with `{}` for the label (repeatable: the embeddings are ensembled).
+    /// Prompt template with `{}` (or `{c}`) for the label (repeatable: the embeddings are
+    /// ensembled).
     #[arg(long = "template", value_name = "T")]
     templates: Vec<String>,
     /// A named template set: `imagenet` (OpenAI's 80 templates).
@@ -84,9 +85,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     for (path, row) in args.images.iter().zip(rows) {
         let Some(row) = row else { continue };
-        let emb = gclip::Embeddings::new(row.len(), row);
+        let emb = gclip::Embeddings::new(row.len(), row)?;
         let preds = classifier
-            .classify(&emb, args.top)
+            .classify(&emb, args.top)?
             .pop()
             .unwrap_or_default();
         results

@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use gclip::{Clip, ModelSource};
+use gclip::io::has_image_extension;
+use gclip::{Clip, ImagePipeline, ModelSource};
 
 /// `--model` / `--arch`, shared by every command that runs a model.
 #[derive(clap::Args, Debug, Clone)]
@@ -25,6 +26,10 @@ pub struct ModelArgs {
     /// Run the towers on candle (the reference path) instead of gclip's CPU engine.
     #[arg(long)]
     pub reference: bool,
+    /// Whose image pipeline preprocesses images: open_clip or transformers
+    /// [default: the checkpoint's own ecosystem's].
+    #[arg(long, value_name = "PIPELINE")]
+    pub image_pipeline: Option<ImagePipeline>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,12 +49,6 @@ impl ModelArgs {
         if self.threads == Some(0) {
             bail!("--threads must be at least 1");
         }
-        if let Some(n) = self.threads {
-            // Image decoding shares the global pool; size it like the engine's.
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build_global();
-        }
         let runtime = gclip::RuntimeOptions {
             backend: if self.reference {
                 gclip::Backend::Candle
@@ -61,7 +60,10 @@ impl ModelArgs {
                 PrecisionArg::Int8 => gclip::Precision::Int8,
             },
             threads: self.threads,
+            image_pipeline: self.image_pipeline,
         };
+        // Image decoding shares the global pool; size it like the engine's.
+        runtime.configure_global_threads()?;
         let clip = Clip::load_with(&source, &runtime)
             .with_context(|| format!("loading model {}", source.describe()))?;
         if self.precision == PrecisionArg::Int8 && clip.runtime().1 != gclip::Precision::Int8 {
@@ -69,39 +71,6 @@ impl ModelArgs {
         }
         Ok(clip)
     }
-}
-
-/// File extensions treated as images when walking directories or guessing item kinds.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
-
-pub fn has_image_extension(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
-
-/// Image files under `dir`, recursively, sorted for a stable order.
-pub fn walk_images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).with_context(|| format!("reading directory {}", d.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("reading directory {}", d.display()))?;
-            let path = entry.path();
-            let ft = entry
-                .file_type()
-                .with_context(|| format!("inspecting {}", path.display()))?;
-            if ft.is_dir() || (ft.is_symlink() && path.is_dir()) {
-                stack.push(path);
-            } else if has_image_extension(&path) {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Reads a UTF-8 text file, naming the file and the byte offset of invalid UTF-8.
@@ -193,13 +162,13 @@ pub fn embed_items(
     let te = clip.embed_texts(&texts, normalized)?;
     let ie = clip.embed_image_files(&images, normalized)?;
     let (mut ti, mut ii) = (te.rows(), ie.rows());
-    let mut out = gclip::Embeddings::empty(clip.dim());
+    let mut out = gclip::Embeddings::empty(clip.dim())?;
     for item in items {
         let row = match item {
             Item::Text(_) => ti.next(),
             Item::Image(_) => ii.next(),
         };
-        out.push(row.context("internal: embedding count mismatch")?);
+        out.push(row.context("internal: embedding count mismatch")?)?;
     }
     Ok(out)
 }
@@ -212,28 +181,4 @@ pub fn output_writer(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     })
-}
-
-/// A progress bar on stderr for `n` items (hidden when stderr is not a terminal).
-pub fn progress(n: u64, what: &str) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(n);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    pb.set_message(what.to_owned());
-    pb
-}
-
-/// Writes a little-endian float32 C-order NPY file (format version 1.0).
-pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> anyhow::Result<()> {
-    let mut w = output_writer(Some(path))?;
-    crate::preprocess::write_npy_header(&mut w, shape)?;
-    for x in data {
-        w.write_all(&x.to_le_bytes())?;
-    }
-    w.flush()?;
-    Ok(())
 }

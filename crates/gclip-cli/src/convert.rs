@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use gclip_model::{load_weights, Layout, LoadOptions};
+use gclip::model::{load_weights, Layout, LoadOptions};
 
 /// Target layout of `gclip convert`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -61,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Target::OpenClip => Layout::OpenClip,
         Target::Hf => Layout::Hf,
     };
-    gclip_model::save(
+    gclip::model::save(
         &lw.weights,
         &lw.config,
         &args.output,

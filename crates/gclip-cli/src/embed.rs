@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect();
 
-    let pb = common::progress(inputs.len() as u64, "embedding");
+    let pb = gclip::progress::bar(inputs.len() as u64, "embedding");
     let text_emb = clip.embed_texts(&texts, normalized)?;
     pb.inc(texts.len() as u64);
     let mut image_rows: Vec<Option<Vec<f32>>> = vec![None; images.len()];
@@ -169,11 +169,11 @@ fn collect_inputs(args: &Args) -> anyhow::Result<Vec<Input>> {
     }
     if let Some(src) = &args.images_from {
         let paths = if src.is_dir() {
-            let found = common::walk_images(src)?;
+            let found = gclip::io::walk_images(src)?;
             if found.is_empty() {
                 bail!(
                     "no image files ({}) under {}",
-                    common::IMAGE_EXTENSIONS.join(", "),
+                    gclip::io::IMAGE_EXTENSIONS.join(", "),
                     src.display()
                 );
             }
@@ -239,17 +239,12 @@ fn write_output(args: &Args, rows: &[(&Input, &[f32])], dim: usize) -> anyhow::R
         Format::Npy => {
             let path = args.output.as_deref().context("--output is required")?;
             let data: Vec<f32> = rows.iter().flat_map(|(_, e)| e.iter().copied()).collect();
-            crate::common::write_npy_f32(path, &[rows.len(), dim], &data)?;
+            gclip::io::write_npy_f32(path, &[rows.len(), dim], &data)?;
         }
         Format::Safetensors => {
             let path = args.output.as_deref().context("--output is required")?;
             let data: Vec<f32> = rows.iter().flat_map(|(_, e)| e.iter().copied()).collect();
-            let emb = Embeddings::new(dim, data);
-            let bytes: Vec<u8> = emb
-                .as_slice()
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect();
+            let emb = Embeddings::new(dim, data)?;
             let inputs: Vec<serde_json::Value> = rows
                 .iter()
                 .map(|(i, _)| match i {
@@ -259,18 +254,11 @@ fn write_output(args: &Args, rows: &[(&Input, &[f32])], dim: usize) -> anyhow::R
                     }
                 })
                 .collect();
-            let view = safetensors::tensor::TensorView::new(
-                safetensors::Dtype::F32,
-                vec![rows.len(), dim],
-                &bytes,
-            )
-            .context("building the safetensors view")?;
             let meta = std::collections::HashMap::from([(
                 "inputs".to_owned(),
                 serde_json::to_string(&inputs)?,
             )]);
-            safetensors::serialize_to_file([("embeddings", view)], Some(meta), path)
-                .with_context(|| format!("writing {}", path.display()))?;
+            gclip::io::write_safetensors_embeddings(path, &emb, meta)?;
         }
     }
     Ok(())

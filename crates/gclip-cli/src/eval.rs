@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use gclip_eval::metrics::MetricConfig;
-use gclip_eval::report::{metrics_table, per_query_lines};
-use gclip_eval::{
+use gclip::eval::metrics::MetricConfig;
+use gclip::eval::report::{metrics_table, per_query_lines};
+use gclip::eval::{
     CachedEncoder, FieldEncoder, FieldKind, FieldSpec, RetrievalConfig, Table, MARQO_CUTOFFS,
 };
 
@@ -135,7 +135,8 @@ pub struct ZeroshotArgs {
     /// Folder with one sub-folder of images per class.
     #[arg(long)]
     pub images: PathBuf,
-    /// Prompt template with `{}` for the class name (repeatable) [default: "a photo of a {}."].
+    /// Prompt template with `{}` (or `{c}`) for the class name (repeatable)
+    /// [default: "a photo of a {}."].
     #[arg(long)]
     pub template: Vec<String>,
     /// File with one template per line (added to --template).
@@ -196,14 +197,14 @@ fn write_output(path: Option<&Path>, json: &str) -> anyhow::Result<()> {
 }
 
 fn trec(a: TrecArgs) -> anyhow::Result<()> {
-    let run = gclip_eval::trec::read_run(&a.run)?;
-    let qrels = gclip_eval::trec::read_qrels(&a.qrels)?;
+    let run = gclip::eval::trec::read_run(&a.run)?;
+    let qrels = gclip::eval::trec::read_qrels(&a.qrels)?;
     let cfg = MetricConfig {
         cutoffs: a.k,
         rbp_ps: a.rbp,
         relevance_level: a.relevance_level,
     };
-    let ev = gclip_eval::evaluate(&run, &qrels, &cfg, a.complete)?;
+    let ev = gclip::eval::evaluate(&run, &qrels, &cfg, a.complete)?;
     if ev.per_query.is_empty() {
         eprintln!("warning: no query is in both the run and the qrels");
     }
@@ -216,7 +217,7 @@ fn trec(a: TrecArgs) -> anyhow::Result<()> {
 
 /// The model's encoder, wrapped in the on-disk embedding cache unless disabled.
 fn encoder(m: &ModelArgs) -> anyhow::Result<Box<dyn FieldEncoder>> {
-    let enc: Box<dyn FieldEncoder> = Box::new(gclip::ClipFieldEncoder(m.source.load()?));
+    let enc: Box<dyn FieldEncoder> = Box::new(m.source.load()?);
     if m.no_cache {
         return Ok(enc);
     }
@@ -267,6 +268,7 @@ fn retrieval(a: RetrievalArgs) -> anyhow::Result<()> {
         seed: a.seed,
         metrics: MetricConfig::with_cutoffs(cutoffs),
         batch_size: a.model.batch_size,
+        progress: gclip::progress::Progress::Bar,
     };
     cfg.metrics.validate()?;
     let data = Table::read(&a.data, &a.doc_id_key)?;
@@ -276,7 +278,7 @@ fn retrieval(a: RetrievalArgs) -> anyhow::Result<()> {
         .map(|c| Table::read(c, &a.doc_id_key))
         .transpose()?;
     let mut enc = encoder(&a.model)?;
-    let rep = gclip_eval::evaluate_retrieval(&data, corpus.as_ref(), &cfg, enc.as_mut())?;
+    let rep = gclip::eval::evaluate_retrieval(&data, corpus.as_ref(), &cfg, enc.as_mut())?;
     println!(
         "model {} | {} documents | {} of {} queries (seed {}) | top {}",
         rep.model_id,
@@ -288,10 +290,10 @@ fn retrieval(a: RetrievalArgs) -> anyhow::Result<()> {
     );
     print!("{}", metrics_table(&rep.evaluation));
     if let Some(p) = &a.run_out {
-        gclip_eval::trec::write_run(p, &rep.run, "gclip")?;
+        gclip::eval::trec::write_run(p, &rep.run, "gclip")?;
     }
     if let Some(p) = &a.qrels_out {
-        gclip_eval::trec::write_qrels(p, &rep.qrels)?;
+        gclip::eval::trec::write_qrels(p, &rep.qrels)?;
     }
     write_output(a.output.as_deref(), &rep.to_json(a.per_query)?)
 }
@@ -311,17 +313,17 @@ fn zeroshot(a: ZeroshotArgs) -> anyhow::Result<()> {
     if templates.is_empty() {
         templates.push("a photo of a {}.".into());
     }
-    let gclip_eval::ImageFolder {
+    let gclip::eval::ImageFolder {
         classes: folders,
         images,
-    } = gclip_eval::image_folder(&a.images)?;
+    } = gclip::eval::image_folder(&a.images)?;
     let classes: Vec<String> = if a.keep_underscores {
         folders
     } else {
         folders.iter().map(|c| c.replace('_', " ")).collect()
     };
     let mut enc = encoder(&a.model)?;
-    let rep = gclip_eval::evaluate_zero_shot(
+    let rep = gclip::eval::evaluate_zero_shot(
         enc.as_mut(),
         &classes,
         &templates,
@@ -357,7 +359,7 @@ fn pairs(a: PairsArgs) -> anyhow::Result<()> {
         bail!("recall cut-off 0 is meaningless");
     }
     let mut enc = encoder(&a.model)?;
-    let rep = gclip_eval::evaluate_pairs(enc.as_mut(), &pairs, &a.k, a.model.batch_size)?;
+    let rep = gclip::eval::evaluate_pairs(enc.as_mut(), &pairs, &a.k, a.model.batch_size)?;
     println!(
         "model {} | {} images | {} captions",
         rep.model, rep.num_images, rep.num_captions

@@ -12,7 +12,9 @@ use gclip::index::{
 };
 use serde_json::{json, Value};
 
-use crate::common::{progress, walk_images, ModelArgs};
+use crate::common::ModelArgs;
+use gclip::io::walk_images;
+use gclip::progress::bar as progress;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -4,7 +4,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gclip_image::{DecodeOptions, ImagePipeline, PreprocessConfig, Preprocessor};
+use gclip::image::{DecodeOptions, PreprocessConfig, Preprocessor};
+use gclip::io::{write_f32_le, write_npy_header};
+use gclip::ImagePipeline;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,11 +21,9 @@ pub struct Args {
     /// Rotate images by their EXIF orientation (the reference does not).
     #[arg(long)]
     exif_orientation: bool,
-    /// Whose preprocessing to reproduce: `open_clip` (resize in the image's own colour
-    /// mode, then RGB) or `transformers` (RGB on white first). Default: the model
-    /// directory's kind (open_clip_config.json or preprocessor_config.json), else open_clip.
-    #[arg(long)]
-    pipeline: Option<ImagePipeline>,
+    /// Whose image pipeline runs: open_clip or transformers [default: the model's ecosystem's].
+    #[arg(long, value_name = "PIPELINE", alias = "pipeline")]
+    image_pipeline: Option<ImagePipeline>,
     /// Refuse images with more pixels than this (decompression-bomb guard).
     #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
     max_pixels: u64,
@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "model path {} is not a directory",
                 dir.display()
             );
-            match PreprocessConfig::from_model_dir(dir)? {
+            match gclip::resolve::preprocess_for_dir(dir, args.image_pipeline)? {
                 Some(cfg) => cfg,
                 None => {
                     tracing::warn!(
@@ -51,11 +51,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
         }
-        None => PreprocessConfig::default(),
-    };
-    let cfg = match args.pipeline {
-        Some(pipeline) => PreprocessConfig { pipeline, ..cfg },
-        None => cfg,
+        None => gclip::resolve::preprocess(
+            gclip::Ecosystem::OpenClip,
+            None,
+            PreprocessConfig::default().image_size.0,
+            args.image_pipeline,
+        )?,
     };
     let decode = DecodeOptions {
         max_pixels: args.max_pixels,
@@ -92,43 +93,11 @@ fn write_all(
     // One image at a time keeps memory flat for long lists; the resize itself is parallel.
     for path in images {
         let chw = pre.preprocess_path(path)?;
-        let bytes: Vec<u8> = chw.iter().flat_map(|v| v.to_le_bytes()).collect();
-        out.write_all(&bytes).with_context(io_err)?;
+        write_f32_le(&mut out, &chw).with_context(io_err)?;
     }
     out.flush().with_context(io_err)
 }
 
 fn display(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// NPY format 1.0 header for a C-order little-endian float32 array: magic, version,
-/// header length, then a Python dict literal padded with spaces so the data starts
-/// on a 64-byte boundary.
-pub(crate) fn write_npy_header(out: &mut impl Write, shape: &[usize]) -> std::io::Result<()> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut dict = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}{}), }}",
-        dims.join(", "),
-        if shape.len() == 1 { "," } else { "" }
-    );
-    let unpadded = 10 + dict.len() + 1;
-    dict.push_str(&" ".repeat((64 - unpadded % 64) % 64));
-    dict.push('\n');
-    out.write_all(b"\x93NUMPY\x01\x00")?;
-    out.write_all(&(dict.len() as u16).to_le_bytes())?;
-    out.write_all(dict.as_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn npy_header_is_aligned() {
-        let mut v = Vec::new();
-        super::write_npy_header(&mut v, &[2, 3, 224, 224]).unwrap();
-        assert_eq!(v.len() % 64, 0);
-        assert!(std::str::from_utf8(&v[10..])
-            .unwrap()
-            .contains("'shape': (2, 3, 224, 224)"));
-    }
 }

@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let clip = args.model.load()?;
     let ea = common::embed_items(&clip, &a, true)?;
     let eb = common::embed_items(&clip, &b, true)?;
-    let cos = gclip::cosine_matrix(&ea, &eb);
+    let cos = gclip::cosine_matrix(&ea, &eb)?;
     let scale = match args.scale {
         Some(s) => s,
         None => clip.logit_scale()?,

@@ -6,8 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context;
-use gclip_synth::{generate, ImageFormat, Progress, Stage, SynthConfig};
-use indicatif::{ProgressBar, ProgressStyle};
+use gclip::synth::{generate, ImageFormat, Progress, Stage, SynthConfig};
 
 /// Image file format for `--format`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -71,11 +70,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         zeroshot_per_class: args.zeroshot_per_class,
         ..SynthConfig::default()
     };
-    let bar = ProgressBar::new(1);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} ({elapsed})")
-            .context("progress bar template")?
-            .progress_chars("=> "),
+    let bar = gclip::progress::Progress::Bar.bar_with(
+        1,
+        "{msg:>16} [{bar:40}] {pos}/{len} ({elapsed})",
+        "",
     );
     // The callback runs on worker threads; the stage switch must not race.
     let current = Mutex::new(None::<Stage>);
@@ -91,7 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         bar.set_position(p.done as u64);
     })
-    .with_context(|| format!("generating the catalogue into {}", args.out.display()))?;
+    .with_context(|| format!("generating the catalogue into {}", args.out.display()))?
+    .manifest;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let c = &manifest.counts;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gclip_tokenizer::{Tokenizer, DEFAULT_CONTEXT_LENGTH};
+use gclip::tokenizer::{Tokenizer, DEFAULT_CONTEXT_LENGTH};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use gclip_train::{LossKind, Progress, ScoreToWeight, TrainConfig, Trainer};
+use gclip::train::{LossKind, Progress, ScoreToWeight, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -68,6 +68,10 @@ pub struct Args {
     /// Stop after N optimizer steps.
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Whose image pipeline preprocesses the training images: open_clip or transformers
+    /// [default: the checkpoint's own ecosystem's].
+    #[arg(long, value_name = "PIPELINE")]
+    image_pipeline: Option<gclip::ImagePipeline>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -114,13 +118,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => TrainConfig::from_file(p).with_context(|| format!("reading {}", p.display()))?,
         None => TrainConfig::default(),
     };
+    let pipeline = args.image_pipeline;
     let (cfg, quiet) = apply(args, base)?;
-    let mut trainer = Trainer::new(cfg)?;
-    let summary = trainer.run(if quiet {
-        Progress::Silent
-    } else {
-        Progress::Bar
-    })?;
+    let mut trainer = gclip::trainer(cfg, pipeline)?;
+    let summary = trainer.run(Progress::from_quiet(quiet))?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -113,21 +113,49 @@ fn demo_refuses_a_foreign_non_empty_directory() {
     assert!(!dir.path().join("catalogue").exists());
 }
 
+fn run_demo_without_a_model(out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gclip"))
+        .args(["demo", "--products", "40", "--out"])
+        .arg(out)
+        .env_remove("GCLIP_MODEL")
+        .output()
+        .expect("running the gclip binary")
+}
+
+/// With the `default-model` feature (the default build), no `--model` means the embedded
+/// model, and the demo runs on it.
+#[cfg(feature = "default-model")]
+#[test]
+fn demo_without_a_model_runs_on_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = run_demo_without_a_model(&dir.path().join("demo"));
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(
+        stdout.contains("model gclip default model (embedded) (64-d embeddings"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("HTML page:"), "{stdout}");
+}
+
+/// Built without the `default-model` feature (`cargo test -p gclip-cli
+/// --no-default-features`), no `--model` is an error that says what to pass, and nothing is
+/// written.
+#[cfg(not(feature = "default-model"))]
 #[test]
 fn demo_without_any_model_says_how_to_give_one() {
     let dir = tempfile::tempdir().unwrap();
-    let res = Command::new(env!("CARGO_BIN_EXE_gclip"))
-        .args(["demo", "--products", "40", "--out"])
-        .arg(dir.path().join("demo"))
-        .env_remove("GCLIP_MODEL")
-        .output()
-        .expect("running the gclip binary");
-    if res.status.success() {
-        // This build embeds a default model: the demo must then have run on it.
-        assert!(String::from_utf8_lossy(&res.stdout).contains("HTML page:"));
-        return;
-    }
+    let out = dir.path().join("demo");
+    let res = run_demo_without_a_model(&out);
+    assert!(!res.status.success(), "the demo ran without a model");
     let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(stderr.contains("the demo needs a model"), "{stderr}");
     assert!(stderr.contains("--model"), "{stderr}");
     assert!(stderr.contains("GCLIP_MODEL"), "{stderr}");
+    assert!(stderr.contains("default-model"), "{stderr}");
+    assert!(!out.exists(), "files written without a model");
 }

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use gclip_eval::metrics::{evaluate, MetricConfig};
 use gclip_eval::sampling::Mt19937;
-use gclip_eval::search::{top_k, Matrix};
+use gclip_eval::search::top_k;
 use gclip_eval::trec::{read_qrels, read_run};
+use gclip_eval::Embeddings;
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -64,10 +65,10 @@ fn main() {
             .map(|_| (0..dim).map(|_| rng.next_f64() as f32 - 0.5).collect())
             .collect()
     };
-    let mut docs = Matrix::from_rows(&gen(&mut rng, nd)).unwrap();
-    let mut queries = Matrix::from_rows(&gen(&mut rng, nqs)).unwrap();
-    docs.normalize_rows();
-    queries.normalize_rows();
+    let mut docs = Embeddings::from_rows(dim, &gen(&mut rng, nd)).unwrap();
+    let mut queries = Embeddings::from_rows(dim, &gen(&mut rng, nqs)).unwrap();
+    docs.normalize();
+    queries.normalize();
     let t = Instant::now();
     let hits = top_k(&queries, &docs, k, None).unwrap();
     let secs = t.elapsed().as_secs_f64();

@@ -274,38 +274,47 @@ impl FieldSpec {
     }
 }
 
-/// L2-normalises `v` in place (a zero vector stays zero).
-pub fn normalize(v: &mut [f32]) {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        v.iter_mut().for_each(|x| *x /= n);
-    }
-}
-
 /// Fuses per-field embeddings as Marqo's evaluation does: each present field is
 /// normalised, weights of present fields are renormalised to sum 1 (a missing field
-/// gets weight 0), and the weighted sum is normalised. `None` when no field with a
-/// positive weight is present.
-pub fn fuse(fields: &[Option<&[f32]>], weights: &[f32]) -> Option<Vec<f32>> {
-    let total: f32 = fields
+/// gets weight 0), and the weighted sum is normalised ([`gclip_vectors::fuse`]). `None`
+/// when no field with a positive weight is present; an error when the present fields
+/// differ in length or `weights` does not have one weight per field.
+pub fn fuse(
+    fields: &[Option<&[f32]>],
+    weights: &[f32],
+) -> Result<Option<Vec<f32>>, gclip_vectors::VectorError> {
+    if fields.len() != weights.len() {
+        return Err(gclip_vectors::VectorError::DimMismatch {
+            expected: fields.len(),
+            got: weights.len(),
+        });
+    }
+    let normalized: Vec<Option<Vec<f32>>> = fields
+        .iter()
+        .map(|f| {
+            f.map(|e| {
+                let mut e = e.to_vec();
+                gclip_vectors::normalize(&mut e);
+                e
+            })
+        })
+        .collect();
+    let Some(dim) = normalized.iter().flatten().next().map(Vec::len) else {
+        return Ok(None);
+    };
+    let parts: Vec<(Option<&[f32]>, f32)> = normalized
         .iter()
         .zip(weights)
+        .map(|(f, &w)| (f.as_deref(), w))
+        .collect();
+    if parts
+        .iter()
         .filter(|(f, _)| f.is_some())
-        .map(|(_, w)| *w)
-        .sum();
-    if total <= 0.0 {
-        return None;
+        .map(|(_, w)| w)
+        .sum::<f32>()
+        <= 0.0
+    {
+        return Ok(None);
     }
-    let dim = fields.iter().flatten().next()?.len();
-    let mut out = vec![0.0f32; dim];
-    for (f, &w) in fields.iter().zip(weights) {
-        if let Some(e) = f {
-            let mut e = e.to_vec();
-            normalize(&mut e);
-            let a = w / total;
-            out.iter_mut().zip(&e).for_each(|(o, x)| *o += a * x);
-        }
-    }
-    normalize(&mut out);
-    Some(out)
+    gclip_vectors::fuse(dim, &parts)
 }

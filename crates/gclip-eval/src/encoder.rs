@@ -1,65 +1,66 @@
-//! The model boundary ([`FieldEncoder`]) and a content-addressed embedding cache.
+//! A content-addressed embedding cache over any [`FieldEncoder`] (the model boundary, defined
+//! in `gclip-vectors` so that the model side implements it without depending on evaluation).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use gclip_vectors::{BoxError, Embeddings, FieldEncoder};
 use sha2::{Digest, Sha256};
 
-use crate::error::{io_err, BoxError, EvalError, Result};
+use crate::error::{io_err, EvalError, Result};
 
-/// Anything that turns texts and images into embedding vectors.
-///
-/// Implementations may return unnormalised vectors; the evaluation normalises them.
-/// Every returned batch must have one vector per input, all of the same length.
-pub trait FieldEncoder {
-    /// Embeds texts.
-    fn encode_texts(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, BoxError>;
-    /// Embeds the images stored at `paths`.
-    fn encode_images(&mut self, paths: &[PathBuf]) -> Result<Vec<Vec<f32>>, BoxError>;
-    /// Identifies the model (weights and preprocessing): part of every cache key.
-    fn model_id(&self) -> String;
-}
-
-impl<T: FieldEncoder + ?Sized> FieldEncoder for Box<T> {
-    fn encode_texts(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, BoxError> {
-        (**self).encode_texts(texts)
-    }
-    fn encode_images(&mut self, paths: &[PathBuf]) -> Result<Vec<Vec<f32>>, BoxError> {
-        (**self).encode_images(paths)
-    }
-    fn model_id(&self) -> String {
-        (**self).model_id()
-    }
-}
-
-/// Checks an encoder batch: `n` vectors, equal non-zero length, finite values.
-pub(crate) fn check_batch(n: usize, out: &[Vec<f32>]) -> Result<()> {
+/// Checks an encoder batch: `n` rows of finite values.
+pub(crate) fn check_batch(n: usize, out: &Embeddings) -> Result<()> {
     if out.len() != n {
         return Err(EvalError::EncoderOutput(format!(
             "{} vectors returned for {n} inputs",
             out.len()
         )));
     }
-    if let Some(first) = out.first() {
-        if first.is_empty() {
-            return Err(EvalError::EncoderOutput("empty vector".into()));
+    out.check_finite()
+        .map_err(|e| EvalError::EncoderOutput(e.to_string()))
+}
+
+/// A fingerprint of the files holding a model's weights: per file its path, size,
+/// modification time (nanoseconds) and a SHA-256 of its first and last 64 KiB. Retraining
+/// into the same directory changes the modification time and almost surely the bytes, so
+/// a cache keyed by it never serves the old model's embeddings; reading only the ends keeps
+/// it cheap for multi-gigabyte checkpoints.
+pub fn weights_fingerprint(files: &[PathBuf]) -> Result<String> {
+    const EDGE: u64 = 64 * 1024;
+    let mut h = Sha256::new();
+    let mut files = files.to_vec();
+    files.sort();
+    for path in &files {
+        let meta = std::fs::metadata(path).map_err(io_err(path))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let name = path.to_string_lossy();
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(meta.len().to_le_bytes());
+        h.update(mtime.to_le_bytes());
+        let mut f = File::open(path).map_err(io_err(path))?;
+        let mut buf = Vec::new();
+        (&mut f)
+            .take(EDGE)
+            .read_to_end(&mut buf)
+            .map_err(io_err(path))?;
+        if meta.len() > 2 * EDGE {
+            f.seek(SeekFrom::End(-(EDGE as i64)))
+                .map_err(io_err(path))?;
+            f.read_to_end(&mut buf).map_err(io_err(path))?;
+        } else {
+            f.read_to_end(&mut buf).map_err(io_err(path))?;
         }
-        for v in out {
-            if v.len() != first.len() {
-                return Err(EvalError::EncoderOutput(format!(
-                    "vectors of length {} and {} in one batch",
-                    first.len(),
-                    v.len()
-                )));
-            }
-            if v.iter().any(|x| !x.is_finite()) {
-                return Err(EvalError::EncoderOutput("non-finite value".into()));
-            }
-        }
+        h.update(&buf);
     }
-    Ok(())
+    Ok(hex(&h.finalize()))
 }
 
 /// Hit and miss counters of a [`CachedEncoder`].
@@ -75,8 +76,9 @@ const MAGIC: &[u8; 8] = b"GCLIPEMB";
 const VERSION: u32 = 1;
 
 /// A [`FieldEncoder`] wrapper that stores every embedding on disk under the SHA-256 of
-/// (model id, field kind, input), the input being the text or the image file's bytes,
-/// so re-running an evaluation only encodes what changed.
+/// (model id, weights fingerprint, field kind, input), the input being the text or the image
+/// file's bytes, so re-running an evaluation only encodes what changed, and weights
+/// rewritten in place (see [`weights_fingerprint`]) start a fresh cache.
 ///
 /// One append-only file per model id lives in the cache directory: a header holding the
 /// model id, then records `key (32 bytes) | dim (u32 LE) | dim x f32 LE`. Only an index
@@ -96,7 +98,11 @@ impl<E: FieldEncoder> CachedEncoder<E> {
     /// Opens (or creates) the cache of `inner`'s model in directory `dir`.
     pub fn open(inner: E, dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let model_id = inner.model_id();
+        let model_id = format!(
+            "{}|weights:{}",
+            inner.model_id(),
+            weights_fingerprint(&inner.weight_files())?
+        );
         let name = hex(&Sha256::digest(model_id.as_bytes()))[..24].to_owned();
         let path = dir.join(format!("{name}.gemb"));
         let mut file = OpenOptions::new()
@@ -187,7 +193,7 @@ impl<E: FieldEncoder> CachedEncoder<E> {
     fn lookup(
         &mut self,
         keys: &[[u8; 32]],
-        compute: impl FnOnce(&mut E, &[usize]) -> Result<Vec<Vec<f32>>, BoxError>,
+        compute: impl FnOnce(&mut E, &[usize]) -> Result<Embeddings, BoxError>,
     ) -> Result<Vec<Vec<f32>>> {
         let mut missing = Vec::new();
         let mut pending: HashMap<[u8; 32], usize> = HashMap::new();
@@ -204,6 +210,7 @@ impl<E: FieldEncoder> CachedEncoder<E> {
         } else {
             let out = compute(&mut self.inner, &missing).map_err(EvalError::Encoder)?;
             check_batch(missing.len(), &out)?;
+            let out: Vec<Vec<f32>> = out.rows().map(<[f32]>::to_vec).collect();
             self.append(&missing.iter().map(|&i| keys[i]).collect::<Vec<_>>(), &out)?;
             out
         };
@@ -301,25 +308,31 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Stacks rows served by the cache into one batch.
+fn stack(rows: Vec<Vec<f32>>) -> Result<Embeddings, BoxError> {
+    let dim = rows.first().map_or(1, Vec::len);
+    Ok(Embeddings::from_rows(dim, &rows)?)
+}
+
 impl<E: FieldEncoder> FieldEncoder for CachedEncoder<E> {
-    fn encode_texts(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, BoxError> {
+    fn encode_texts(&mut self, texts: &[String]) -> Result<Embeddings, BoxError> {
         let keys: Vec<_> = texts
             .iter()
             .map(|t| self.key("text", t.as_bytes()))
             .collect();
-        Ok(self.lookup(&keys, |enc, miss| {
+        stack(self.lookup(&keys, |enc, miss| {
             let batch: Vec<String> = miss.iter().map(|&i| texts[i].clone()).collect();
             enc.encode_texts(&batch)
         })?)
     }
 
-    fn encode_images(&mut self, paths: &[PathBuf]) -> Result<Vec<Vec<f32>>, BoxError> {
+    fn encode_images(&mut self, paths: &[PathBuf]) -> Result<Embeddings, BoxError> {
         let mut keys = Vec::with_capacity(paths.len());
         for p in paths {
             let bytes = std::fs::read(p).map_err(io_err(p))?;
             keys.push(self.key("image", &bytes));
         }
-        Ok(self.lookup(&keys, |enc, miss| {
+        stack(self.lookup(&keys, |enc, miss| {
             let batch: Vec<PathBuf> = miss.iter().map(|&i| paths[i].clone()).collect();
             enc.encode_images(&batch)
         })?)
@@ -327,5 +340,9 @@ impl<E: FieldEncoder> FieldEncoder for CachedEncoder<E> {
 
     fn model_id(&self) -> String {
         self.model_id.clone()
+    }
+
+    fn weight_files(&self) -> Vec<PathBuf> {
+        self.inner.weight_files()
     }
 }

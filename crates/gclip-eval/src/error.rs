@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Boxed error returned by [`crate::FieldEncoder`] implementations (any
-/// `std::error::Error`, including `anyhow::Error` via `.into()` / `?`).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use gclip_vectors::BoxError;
 
 /// Everything that can go wrong while evaluating.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +43,9 @@ pub enum EvalError {
     /// The embedding cache file is unusable.
     #[error("embedding cache {path}: {msg}")]
     Cache { path: PathBuf, msg: String },
+    /// Vectors of inconsistent shapes.
+    #[error("embeddings: {0}")]
+    Vectors(#[from] gclip_vectors::VectorError),
     /// JSON (de)serialisation failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

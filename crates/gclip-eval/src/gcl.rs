@@ -7,12 +7,15 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use gclip_progress::Progress;
+use gclip_vectors::{Embeddings, FieldEncoder};
+
 use crate::data::{fuse, FieldKind, FieldSpec, Table};
-use crate::encoder::{check_batch, FieldEncoder};
+use crate::encoder::check_batch;
 use crate::error::{EvalError, Result};
 use crate::metrics::{evaluate, Evaluation, MetricConfig, MetricValues, Qrels, Run};
 use crate::sampling::{rescale_weights, weighted_sample_without_replacement};
-use crate::search::{top_k, Matrix};
+use crate::search::top_k;
 
 /// The cut-offs of eval_gs_v1 (those above `top_k` are dropped by the CLI).
 pub const MARQO_CUTOFFS: &[usize] = &[
@@ -46,6 +49,8 @@ pub struct RetrievalConfig {
     pub metrics: MetricConfig,
     /// Inputs per encoder call.
     pub batch_size: usize,
+    /// Progress bars while embedding queries and documents.
+    pub progress: Progress,
 }
 
 impl Default for RetrievalConfig {
@@ -66,6 +71,7 @@ impl Default for RetrievalConfig {
             seed: 1,
             metrics: MetricConfig::with_cutoffs(MARQO_CUTOFFS.to_vec()),
             batch_size: 256,
+            progress: Progress::Bar,
         }
     }
 }
@@ -214,17 +220,31 @@ fn resolve_kinds(
         .collect()
 }
 
-/// Embeds the given table rows through the fused fields, `batch` rows at a time.
-fn embed_rows(
-    enc: &mut dyn FieldEncoder,
-    table: &Table,
-    fields: &[(FieldSpec, usize)],
-    rows: &[usize],
-    names: &dyn Fn(usize) -> String,
+/// What [`embed_rows`] embeds and how it reports.
+struct RowJob<'a> {
+    table: &'a Table,
+    fields: &'a [(FieldSpec, usize)],
+    rows: &'a [usize],
+    names: &'a dyn Fn(usize) -> String,
     batch: usize,
-) -> Result<Vec<Vec<f32>>> {
+    progress: Progress,
+    what: &'static str,
+}
+
+/// Embeds the given table rows through the fused fields, `batch` rows at a time; the
+/// result is one unit-norm row per table row.
+fn embed_rows(enc: &mut dyn FieldEncoder, job: &RowJob<'_>) -> Result<Embeddings> {
+    let RowJob {
+        table,
+        fields,
+        rows,
+        names,
+        batch,
+        ..
+    } = *job;
     let weights: Vec<f32> = fields.iter().map(|(s, _)| s.weight).collect();
-    let mut out = Vec::with_capacity(rows.len());
+    let mut out: Option<Embeddings> = None;
+    let pb = job.progress.bar(rows.len() as u64, job.what);
     for (chunk_no, chunk) in rows.chunks(batch.max(1)).enumerate() {
         let mut per_field: Vec<Vec<Option<Vec<f32>>>> = Vec::with_capacity(fields.len());
         for (spec, col) in fields {
@@ -233,42 +253,52 @@ fn embed_rows(
                 .enumerate()
                 .filter_map(|(i, &r)| table.rows[r][*col].as_deref().map(|v| (i, v)))
                 .collect();
-            let vecs = if present.is_empty() {
-                Vec::new()
-            } else if spec.kind == Some(FieldKind::Image) {
-                let paths: Vec<PathBuf> = present.iter().map(|(_, v)| table.resolve(v)).collect();
-                enc.encode_images(&paths).map_err(EvalError::Encoder)?
-            } else {
-                let texts: Vec<String> = present.iter().map(|(_, v)| v.to_string()).collect();
-                enc.encode_texts(&texts).map_err(EvalError::Encoder)?
-            };
-            check_batch(present.len(), &vecs)?;
             let mut slot = vec![None; chunk.len()];
-            for ((i, _), v) in present.iter().zip(vecs) {
-                slot[*i] = Some(v);
+            if !present.is_empty() {
+                let vecs = if spec.kind == Some(FieldKind::Image) {
+                    let paths: Vec<PathBuf> =
+                        present.iter().map(|(_, v)| table.resolve(v)).collect();
+                    enc.encode_images(&paths).map_err(EvalError::Encoder)?
+                } else {
+                    let texts: Vec<String> = present.iter().map(|(_, v)| v.to_string()).collect();
+                    enc.encode_texts(&texts).map_err(EvalError::Encoder)?
+                };
+                check_batch(present.len(), &vecs)?;
+                for ((i, _), v) in present.iter().zip(vecs.rows()) {
+                    slot[*i] = Some(v.to_vec());
+                }
             }
             per_field.push(slot);
         }
         for (i, _) in chunk.iter().enumerate() {
             let fields_i: Vec<Option<&[f32]>> = per_field.iter().map(|f| f[i].as_deref()).collect();
-            let dims: Vec<usize> = fields_i.iter().flatten().map(|v| v.len()).collect();
-            if dims.windows(2).any(|w| w[0] != w[1]) {
-                return Err(EvalError::EncoderOutput(format!(
-                    "fields of {} have different embedding sizes {dims:?}",
-                    names(chunk_no * batch + i)
-                )));
+            let name = || names(chunk_no * batch.max(1) + i);
+            let fused = fuse(&fields_i, &weights)
+                .map_err(|e| {
+                    EvalError::EncoderOutput(format!("fields of {} do not fuse: {e}", name()))
+                })?
+                .ok_or_else(|| {
+                    EvalError::Config(format!(
+                        "{} has no non-empty field with a positive weight among {:?}",
+                        name(),
+                        fields.iter().map(|(s, _)| &s.key).collect::<Vec<_>>()
+                    ))
+                })?;
+            match &mut out {
+                Some(o) => o
+                    .push(&fused)
+                    .map_err(|e| EvalError::EncoderOutput(format!("{}: {e}", name())))?,
+                None => out = Some(Embeddings::new(fused.len(), fused)?),
             }
-            let fused = fuse(&fields_i, &weights).ok_or_else(|| {
-                EvalError::Config(format!(
-                    "{} has no non-empty field with a positive weight among {:?}",
-                    names(chunk_no * batch + i),
-                    fields.iter().map(|(s, _)| &s.key).collect::<Vec<_>>()
-                ))
-            })?;
-            out.push(fused);
         }
+        pb.inc(chunk.len() as u64);
     }
-    Ok(out)
+    pb.finish_and_clear();
+    // No rows: a 1-dimensional empty batch (retrieval over nothing finds nothing).
+    Ok(match out {
+        Some(o) => o,
+        None => Embeddings::empty(1)?,
+    })
 }
 
 /// Runs the protocol on `data` (query-document pairs with weights) against `corpus`
@@ -435,24 +465,30 @@ pub fn evaluate_retrieval(
 
     // Embeddings.
     let query_rows: Vec<usize> = sampled.iter().map(|&g| groups[&keys[g]][0]).collect();
-    let mut qmat = Matrix::from_rows(&embed_rows(
+    let qmat = embed_rows(
         enc,
-        data,
-        &left,
-        &query_rows,
-        &|i| format!("query {:?}", queries[i].key),
-        cfg.batch_size,
-    )?)?;
-    let mut dmat = Matrix::from_rows(&embed_rows(
+        &RowJob {
+            table: data,
+            fields: &left,
+            rows: &query_rows,
+            names: &|i| format!("query {:?}", queries[i].key),
+            batch: cfg.batch_size,
+            progress: cfg.progress,
+            what: "embedding queries",
+        },
+    )?;
+    let dmat = embed_rows(
         enc,
-        doc_table,
-        &right,
-        &docs.rows,
-        &|i| format!("document {:?}", docs.ids[i]),
-        cfg.batch_size,
-    )?)?;
-    qmat.normalize_rows();
-    dmat.normalize_rows();
+        &RowJob {
+            table: doc_table,
+            fields: &right,
+            rows: &docs.rows,
+            names: &|i| format!("document {:?}", docs.ids[i]),
+            batch: cfg.batch_size,
+            progress: cfg.progress,
+            what: "embedding documents",
+        },
+    )?;
 
     // Retrieval with trec_eval's tie order, so the top-k cut is the one trec_eval sees.
     let mut by_id: Vec<usize> = (0..docs.ids.len()).collect();

@@ -8,8 +8,9 @@
 //!   exact top-k cosine retrieval ([`search`]).
 //! * [`zeroshot`] and [`pairs`]: CLIP zero-shot classification and image-text recall.
 //!
-//! The model is reached only through the [`FieldEncoder`] trait; wrap it in a
-//! [`CachedEncoder`] to embed each input once across runs.
+//! The model is reached only through the [`FieldEncoder`] trait (owned by `gclip-vectors`,
+//! which the model side implements); wrap it in a [`CachedEncoder`] to embed each input once
+//! across runs.
 
 pub mod data;
 pub mod encoder;
@@ -24,9 +25,10 @@ pub mod trec;
 pub mod zeroshot;
 
 pub use data::{FieldKind, FieldSpec, Table};
-pub use encoder::{CacheStats, CachedEncoder, FieldEncoder};
+pub use encoder::{weights_fingerprint, CacheStats, CachedEncoder};
 pub use error::{BoxError, EvalError, Result};
 pub use gcl::{evaluate_retrieval, RetrievalConfig, RetrievalReport, MARQO_CUTOFFS};
+pub use gclip_vectors::{Embeddings, FieldEncoder};
 pub use metrics::{evaluate, Evaluation, Metric, MetricConfig, Qrels, Run};
 pub use pairs::{evaluate_pairs, PairsReport};
 pub use zeroshot::{evaluate_zero_shot, image_folder, ImageFolder, ZeroShotReport};

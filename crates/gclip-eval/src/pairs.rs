@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::data::normalize;
-use crate::encoder::{check_batch, FieldEncoder};
+use gclip_vectors::FieldEncoder;
+
+use crate::encoder::check_batch;
 use crate::error::{EvalError, Result};
-use crate::search::{dot, Matrix};
+use crate::search::dot;
 use crate::zeroshot::embed_images;
 
 /// Recall figures of [`evaluate_pairs`].
@@ -52,17 +53,20 @@ pub fn evaluate_pairs(
         owner.push(i);
     }
     let img = embed_images(enc, &images, batch)?;
-    let mut rows = Vec::with_capacity(pairs.len());
+    let mut txt: Option<gclip_vectors::Embeddings> = None;
     for chunk in pairs.chunks(batch.max(1)) {
         let texts: Vec<String> = chunk.iter().map(|(_, c)| c.clone()).collect();
         let e = enc.encode_texts(&texts).map_err(EvalError::Encoder)?;
         check_batch(texts.len(), &e)?;
-        rows.extend(e.into_iter().map(|mut v| {
-            normalize(&mut v);
-            v
-        }));
+        match &mut txt {
+            Some(t) => t
+                .extend(&e)
+                .map_err(|e| EvalError::EncoderOutput(e.to_string()))?,
+            None => txt = Some(e),
+        }
     }
-    let txt = Matrix::from_rows(&rows)?;
+    let mut txt = txt.ok_or_else(|| EvalError::Config("no pairs".into()))?;
+    txt.normalize();
     if txt.dim() != img.dim() {
         return Err(EvalError::EncoderOutput(format!(
             "image embeddings have {} dimensions, text {}",
@@ -71,12 +75,12 @@ pub fn evaluate_pairs(
         )));
     }
     // t2i: rank of the caption's own image among all images.
-    let t2i_rank: Vec<usize> = (0..txt.rows())
+    let txt_rows: Vec<&[f32]> = txt.rows().collect();
+    let img_rows: Vec<&[f32]> = img.rows().collect();
+    let t2i_rank: Vec<usize> = (0..txt_rows.len())
         .into_par_iter()
         .map(|t| {
-            let s: Vec<f32> = (0..img.rows())
-                .map(|i| dot(txt.row(t), img.row(i)))
-                .collect();
+            let s: Vec<f32> = img_rows.iter().map(|i| dot(txt_rows[t], i)).collect();
             let own = owner[t];
             s.iter()
                 .enumerate()
@@ -89,19 +93,17 @@ pub fn evaluate_pairs(
     for (t, &i) in owner.iter().enumerate() {
         captions_of[i].push(t);
     }
-    let i2t_rank: Vec<usize> = (0..img.rows())
+    let i2t_rank: Vec<usize> = (0..img_rows.len())
         .into_par_iter()
         .map(|i| {
-            let s: Vec<f32> = (0..txt.rows())
-                .map(|t| dot(img.row(i), txt.row(t)))
-                .collect();
+            let s: Vec<f32> = txt_rows.iter().map(|t| dot(img_rows[i], t)).collect();
             let better = |a: usize, b: usize| s[a] > s[b] || (s[a] == s[b] && a < b);
             let best = captions_of[i]
                 .iter()
                 .copied()
                 .reduce(|a, b| if better(b, a) { b } else { a })
                 .unwrap_or(0);
-            (0..txt.rows())
+            (0..txt_rows.len())
                 .filter(|&t| t != best && better(t, best))
                 .count()
         })

@@ -5,64 +5,14 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
+use gclip_vectors::Embeddings;
+
 use crate::error::{EvalError, Result};
 
-/// A dense row-major matrix of f32 embeddings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Matrix {
-    data: Vec<f32>,
-    rows: usize,
-    dim: usize,
-}
-
-impl Matrix {
-    /// Stacks equally long rows.
-    pub fn from_rows(rows: &[Vec<f32>]) -> Result<Matrix> {
-        let dim = rows.first().map_or(0, Vec::len);
-        let mut data = Vec::with_capacity(rows.len() * dim);
-        for r in rows {
-            if r.len() != dim {
-                return Err(EvalError::EncoderOutput(format!(
-                    "embeddings of length {dim} and {} cannot be compared",
-                    r.len()
-                )));
-            }
-            data.extend_from_slice(r);
-        }
-        Ok(Matrix {
-            data,
-            rows: rows.len(),
-            dim,
-        })
-    }
-
-    /// Number of rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Row length.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
-    /// Row `i`.
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
-    }
-
-    /// L2-normalises every row.
-    pub fn normalize_rows(&mut self) {
-        if self.dim == 0 {
-            return;
-        }
-        self.data
-            .chunks_exact_mut(self.dim)
-            .for_each(crate::data::normalize);
-    }
-}
-
-/// Dot product with 8 independent accumulators so the compiler vectorises it.
+/// Dot product with 8 independent accumulators so the compiler vectorises it: the
+/// retrieval kernel (bit-identical to the four-query variant), unlike the plain f32 sum of
+/// `gclip_vectors::dot`. Rows must have equal length (extra elements of the longer are
+/// ignored).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
@@ -156,29 +106,31 @@ const DOC_BLOCK: usize = 512;
 /// Work is split over query blocks with rayon; each block streams the corpus in
 /// cache-sized tiles.
 pub fn top_k(
-    queries: &Matrix,
-    docs: &Matrix,
+    queries: &Embeddings,
+    docs: &Embeddings,
     k: usize,
     tie_rank: Option<&[u32]>,
 ) -> Result<Vec<Vec<(usize, f32)>>> {
-    if queries.rows > 0 && docs.rows > 0 && queries.dim != docs.dim {
+    if !queries.is_empty() && !docs.is_empty() && queries.dim() != docs.dim() {
         return Err(EvalError::EncoderOutput(format!(
             "query embeddings have {} dimensions, documents {}",
-            queries.dim, docs.dim
+            queries.dim(),
+            docs.dim()
         )));
     }
+    let n_docs = docs.len();
     if let Some(t) = tie_rank {
-        if t.len() != docs.rows {
+        if t.len() != n_docs {
             return Err(EvalError::Config(
                 "tie_rank length != number of documents".into(),
             ));
         }
     }
-    if docs.rows > u32::MAX as usize {
+    if n_docs > u32::MAX as usize {
         return Err(EvalError::Config("more than 2^32 documents".into()));
     }
-    let k = k.min(docs.rows);
-    let qidx: Vec<usize> = (0..queries.rows).collect();
+    let k = k.min(n_docs);
+    let qidx: Vec<usize> = (0..queries.len()).collect();
     let out = qidx
         .par_chunks(QUERY_BLOCK)
         .flat_map_iter(|block| {
@@ -187,8 +139,8 @@ pub fn top_k(
                 .map(|_| BinaryHeap::with_capacity(k + 1))
                 .collect();
             let mut start = 0;
-            while start < docs.rows {
-                let end = (start + DOC_BLOCK).min(docs.rows);
+            while start < n_docs {
+                let end = (start + DOC_BLOCK).min(n_docs);
                 scan(queries, docs, block, &mut heaps, start..end, k, tie_rank);
                 start = end;
             }
@@ -205,8 +157,8 @@ pub fn top_k(
 }
 
 type Tile<'a> = (
-    &'a Matrix,
-    &'a Matrix,
+    &'a Embeddings,
+    &'a Embeddings,
     &'a [usize],
     std::ops::Range<usize>,
     usize,
@@ -217,8 +169,8 @@ type Tile<'a> = (
 /// Uses AVX2 when the CPU has it: the same code, compiled for wider vectors
 /// (Rust never contracts to FMA, so scores are bit-identical either way).
 fn scan(
-    queries: &Matrix,
-    docs: &Matrix,
+    queries: &Embeddings,
+    docs: &Embeddings,
     block: &[usize],
     heaps: &mut [BinaryHeap<Hit>],
     range: std::ops::Range<usize>,
@@ -247,6 +199,10 @@ unsafe fn scan_avx2(t: Tile, heaps: &mut [BinaryHeap<Hit>]) {
 fn scan_body(t: Tile, heaps: &mut [BinaryHeap<Hit>]) {
     let (queries, docs, block, range, k, tie_rank) = t;
     let (start, end) = (range.start, range.end);
+    // Indices are in range by construction (query blocks and document tiles).
+    fn row(m: &Embeddings, i: usize) -> &[f32] {
+        &m.as_slice()[i * m.dim()..(i + 1) * m.dim()]
+    }
     let offer = |h: &mut BinaryHeap<Hit>, d: usize, score: f32| {
         let hit = Hit {
             score,
@@ -266,13 +222,13 @@ fn scan_body(t: Tile, heaps: &mut [BinaryHeap<Hit>]) {
     // Groups of four queries share each document row load.
     while b + 4 <= block.len() {
         let q = [
-            queries.row(block[b]),
-            queries.row(block[b + 1]),
-            queries.row(block[b + 2]),
-            queries.row(block[b + 3]),
+            row(queries, block[b]),
+            row(queries, block[b + 1]),
+            row(queries, block[b + 2]),
+            row(queries, block[b + 3]),
         ];
         for d in start..end {
-            let s = dot4(q, docs.row(d));
+            let s = dot4(q, row(docs, d));
             for j in 0..4 {
                 offer(&mut heaps[b + j], d, s[j]);
             }
@@ -280,9 +236,9 @@ fn scan_body(t: Tile, heaps: &mut [BinaryHeap<Hit>]) {
         b += 4;
     }
     for (h, &q) in heaps[b..].iter_mut().zip(&block[b..]) {
-        let qv = queries.row(q);
+        let qv = row(queries, q);
         for d in start..end {
-            offer(h, d, dot(qv, docs.row(d)));
+            offer(h, d, dot(qv, row(docs, d)));
         }
     }
 }
@@ -310,14 +266,14 @@ mod tests {
     #[test]
     fn top_k_equals_full_sort() {
         // 13 queries (a 4-block remainder path too), 1100 docs (several tiles), dim 37.
-        let q = Matrix::from_rows(&lcg_rows(13, 37, 1)).unwrap();
+        let q = Embeddings::from_rows(37, &lcg_rows(13, 37, 1)).unwrap();
         let mut drows = lcg_rows(1100, 37, 2);
         drows[17] = drows[5].clone(); // exact tie
-        let d = Matrix::from_rows(&drows).unwrap();
+        let d = Embeddings::from_rows(37, &drows).unwrap();
         let got = top_k(&q, &d, 50, None).unwrap();
         for (qi, hits) in got.iter().enumerate() {
-            let mut all: Vec<(usize, f32)> = (0..d.rows())
-                .map(|j| (j, dot(q.row(qi), d.row(j))))
+            let mut all: Vec<(usize, f32)> = (0..d.len())
+                .map(|j| (j, dot(q.row(qi).unwrap(), d.row(j).unwrap())))
                 .collect();
             all.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
             assert_eq!(hits, &all[..50].to_vec(), "query {qi}");

@@ -6,12 +6,26 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::data::{looks_like_image_path, normalize};
-use crate::encoder::{check_batch, FieldEncoder};
-use crate::error::{io_err, EvalError, Result};
-use crate::search::{dot, Matrix};
+use gclip_vectors::{Embeddings, FieldEncoder};
 
-/// Fills a template: `{}` or `{c}` is replaced by the class name.
+use crate::data::looks_like_image_path;
+use crate::encoder::check_batch;
+use crate::error::{io_err, EvalError, Result};
+use crate::search::dot;
+
+const IMAGENET_TEMPLATES: &str = include_str!("../data/imagenet_templates.txt");
+
+/// The 80 prompt templates OpenAI used for zero-shot ImageNet (`{}` = class name).
+pub fn imagenet_templates() -> Vec<String> {
+    IMAGENET_TEMPLATES
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Fills a template: `{}` (OpenAI's and open_clip's spelling) or `{c}` (clip_benchmark's)
+/// is replaced by the class name; a template with neither is an error.
 pub fn fill_template(template: &str, class: &str) -> Result<String> {
     if template.contains("{}") {
         Ok(template.replace("{}", class))
@@ -24,34 +38,56 @@ pub fn fill_template(template: &str, class: &str) -> Result<String> {
     }
 }
 
-/// Class embeddings: for each class, every filled template is embedded and normalised,
-/// the mean is taken and normalised again (open_clip `build_zero_shot_classifier`).
+/// Class embeddings, the template ensemble of OpenAI and open_clip
+/// (`build_zero_shot_classifier`): for each class every filled template is embedded and
+/// normalised, the mean is taken and normalised again. One row per class, unit norm.
+///
+/// An empty `templates` means the bare class name (`{}`). Errors on an empty class list,
+/// an empty class name or a template without a placeholder (see [`fill_template`]).
 pub fn build_classifier(
     enc: &mut dyn FieldEncoder,
     class_names: &[String],
     templates: &[String],
-) -> Result<Matrix> {
-    if templates.is_empty() {
-        return Err(EvalError::Config("no templates".into()));
+) -> Result<Embeddings> {
+    if class_names.is_empty() {
+        return Err(EvalError::Config("the class list is empty".into()));
     }
-    let mut rows = Vec::with_capacity(class_names.len());
+    if let Some(c) = class_names.iter().find(|c| c.trim().is_empty()) {
+        return Err(EvalError::Config(format!(
+            "empty class name {c:?} in the class list"
+        )));
+    }
+    let bare = ["{}".to_owned()];
+    let templates = if templates.is_empty() {
+        &bare[..]
+    } else {
+        templates
+    };
+    // Check every template before embedding anything.
+    for t in templates {
+        fill_template(t, "x")?;
+    }
+    let mut classifier: Option<Embeddings> = None;
     for c in class_names {
         let texts = templates
             .iter()
             .map(|t| fill_template(t, c))
             .collect::<Result<Vec<_>>>()?;
-        let embs = enc.encode_texts(&texts).map_err(EvalError::Encoder)?;
+        let mut embs = enc.encode_texts(&texts).map_err(EvalError::Encoder)?;
         check_batch(texts.len(), &embs)?;
-        let mut mean = vec![0.0f32; embs[0].len()];
-        for mut e in embs {
-            normalize(&mut e);
-            mean.iter_mut().zip(&e).for_each(|(m, x)| *m += x);
+        embs.normalize();
+        let mut mean = vec![0.0f32; embs.dim()];
+        for e in embs.rows() {
+            mean.iter_mut().zip(e).for_each(|(m, x)| *m += x);
         }
         mean.iter_mut().for_each(|m| *m /= texts.len() as f32);
-        normalize(&mut mean);
-        rows.push(mean);
+        gclip_vectors::normalize(&mut mean);
+        match &mut classifier {
+            Some(k) => k.push(&mean)?,
+            None => classifier = Some(Embeddings::new(mean.len(), mean)?),
+        }
     }
-    Matrix::from_rows(&rows)
+    classifier.ok_or_else(|| EvalError::Config("the class list is empty".into()))
 }
 
 /// Embeds images `batch` at a time and stacks the normalised vectors.
@@ -59,15 +95,24 @@ pub(crate) fn embed_images(
     enc: &mut dyn FieldEncoder,
     paths: &[PathBuf],
     batch: usize,
-) -> Result<Matrix> {
-    let mut rows = Vec::with_capacity(paths.len());
+) -> Result<Embeddings> {
+    let mut out: Option<Embeddings> = None;
+    let pb = gclip_progress::bar(paths.len() as u64, "embedding images");
     for chunk in paths.chunks(batch.max(1)) {
         let e = enc.encode_images(chunk).map_err(EvalError::Encoder)?;
         check_batch(chunk.len(), &e)?;
-        rows.extend(e);
+        match &mut out {
+            Some(o) => o.extend(&e)?,
+            None => out = Some(e),
+        }
+        pb.inc(chunk.len() as u64);
     }
-    let mut m = Matrix::from_rows(&rows)?;
-    m.normalize_rows();
+    pb.finish_and_clear();
+    let mut m = match out {
+        Some(o) => o,
+        None => Embeddings::empty(1)?,
+    };
+    m.normalize();
     Ok(m)
 }
 
@@ -144,13 +189,13 @@ pub fn evaluate_zero_shot(
             classifier.dim()
         )));
     }
-    let ranks: Vec<usize> = (0..images.len())
-        .into_par_iter()
-        .map(|i| {
-            let scores: Vec<f32> = (0..classifier.rows())
-                .map(|c| dot(img.row(i), classifier.row(c)))
-                .collect();
-            rank_of(&scores, images[i].1)
+    let img_rows: Vec<&[f32]> = img.rows().collect();
+    let ranks: Vec<usize> = img_rows
+        .par_iter()
+        .zip(images)
+        .map(|(row, (_, label))| {
+            let scores: Vec<f32> = classifier.rows().map(|c| dot(row, c)).collect();
+            rank_of(&scores, *label)
         })
         .collect();
     let n = images.len() as f64;
@@ -182,7 +227,7 @@ pub fn evaluate_zero_shot(
         model: enc.model_id(),
         num_images: images.len(),
         num_classes: class_names.len(),
-        num_templates: templates.len(),
+        num_templates: templates.len().max(1),
         top1,
         top5,
         mean_per_class_recall,
@@ -240,4 +285,28 @@ fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ships_the_80_imagenet_templates() {
+        let t = imagenet_templates();
+        assert_eq!(t.len(), 80);
+        assert!(t.iter().all(|t| t.contains("{}")));
+        assert!(t.contains(&"a photo of a {}.".to_owned()));
+    }
+
+    #[test]
+    fn both_placeholder_spellings_fill_and_none_is_an_error() {
+        assert_eq!(fill_template("a {} photo", "cat").unwrap(), "a cat photo");
+        assert_eq!(fill_template("a {c} photo", "cat").unwrap(), "a cat photo");
+        let e = fill_template("a photo", "cat").unwrap_err();
+        assert!(
+            matches!(e, EvalError::Config(ref m) if m.contains("placeholder")),
+            "{e}"
+        );
+    }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use gclip_eval::trec::{read_qrels, read_run, write_qrels, write_run};
 use gclip_eval::{
     evaluate, evaluate_pairs, evaluate_retrieval, evaluate_zero_shot, BoxError, CachedEncoder,
-    FieldEncoder, FieldKind, FieldSpec, MetricConfig, RetrievalConfig, Table,
+    Embeddings, EvalError, FieldEncoder, FieldKind, FieldSpec, MetricConfig, RetrievalConfig,
+    Table,
 };
 use serde_json::Value;
 
@@ -22,6 +23,8 @@ struct Fake {
     reversed: bool,
     calls: usize,
     inputs: usize,
+    /// A weights file whose fingerprint keys the cache.
+    weights: Option<PathBuf>,
 }
 
 impl Fake {
@@ -46,10 +49,10 @@ impl Fake {
 }
 
 impl FieldEncoder for Fake {
-    fn encode_texts(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, BoxError> {
+    fn encode_texts(&mut self, texts: &[String]) -> Result<Embeddings, BoxError> {
         self.calls += 1;
         self.inputs += texts.len();
-        texts
+        let rows = texts
             .iter()
             .map(|t| match t.strip_prefix("query ") {
                 Some(i) => {
@@ -59,21 +62,26 @@ impl FieldEncoder for Fake {
                 }
                 None => Ok(self.doc(t)),
             })
-            .collect::<Result<_, BoxError>>()
+            .collect::<Result<Vec<_>, BoxError>>()?;
+        Ok(Embeddings::from_rows(DIM, &rows)?)
     }
-    fn encode_images(&mut self, paths: &[PathBuf]) -> Result<Vec<Vec<f32>>, BoxError> {
+    fn encode_images(&mut self, paths: &[PathBuf]) -> Result<Embeddings, BoxError> {
         self.calls += 1;
         self.inputs += paths.len();
-        paths
+        let rows = paths
             .iter()
             .map(|p| {
                 std::fs::metadata(p)?; // must resolve relative to the data file
                 Ok(self.doc(p.file_stem().and_then(|s| s.to_str()).unwrap_or("")))
             })
-            .collect()
+            .collect::<Result<Vec<_>, BoxError>>()?;
+        Ok(Embeddings::from_rows(DIM, &rows)?)
     }
     fn model_id(&self) -> String {
         format!("fake-reversed={}", self.reversed)
+    }
+    fn weight_files(&self) -> Vec<PathBuf> {
+        self.weights.iter().cloned().collect()
     }
 }
 
@@ -316,6 +324,45 @@ fn cache_serves_repeated_inputs_without_the_model() {
 }
 
 #[test]
+fn rewriting_the_weights_in_place_invalidates_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("model.safetensors");
+    std::fs::write(&weights, vec![1u8; 200_000]).unwrap();
+    let cache_dir = dir.path().join("cache");
+    let fake = || Fake {
+        weights: Some(weights.clone()),
+        ..Fake::default()
+    };
+    let texts = ["query 1".to_string(), "query 2".to_string()];
+    let mut enc = CachedEncoder::open(fake(), &cache_dir).unwrap();
+    enc.encode_texts(&texts).unwrap();
+    assert_eq!(enc.stats().misses, 2);
+    drop(enc);
+    let mut enc = CachedEncoder::open(fake(), &cache_dir).unwrap();
+    enc.encode_texts(&texts).unwrap();
+    assert_eq!(enc.stats().misses, 0, "same weights: served from the cache");
+    drop(enc);
+    // Retraining into the same directory: same name, same size, other bytes.
+    let mut bytes = vec![1u8; 200_000];
+    bytes[150_000] = 2;
+    std::fs::write(&weights, bytes).unwrap();
+    let mut enc = CachedEncoder::open(fake(), &cache_dir).unwrap();
+    assert!(
+        enc.is_empty(),
+        "a rewritten checkpoint must not reuse old entries"
+    );
+    enc.encode_texts(&texts).unwrap();
+    assert_eq!(enc.stats().misses, 2);
+    // A missing weights file is an error naming it, not an unkeyed cache.
+    std::fs::remove_file(&weights).unwrap();
+    let e = CachedEncoder::open(fake(), &cache_dir).err().unwrap();
+    assert!(
+        matches!(&e, EvalError::Io { path, .. } if path == &weights),
+        "{e}"
+    );
+}
+
+#[test]
 fn missing_fields_and_bad_weights_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("d.jsonl");
@@ -359,14 +406,28 @@ fn zero_shot_and_pairs_with_known_geometry() {
     assert!((rep.top1 - 0.8).abs() < 1e-12);
     assert!((rep.top5 - 1.0).abs() < 1e-12);
     assert!((rep.mean_per_class_recall - (1.0 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
-    assert!(evaluate_zero_shot(
+    let e = evaluate_zero_shot(
         &mut Fake::default(),
         &classes,
         &["no placeholder".into()],
         &images,
-        2
+        2,
     )
-    .is_err());
+    .unwrap_err();
+    assert!(
+        matches!(&e, EvalError::Config(m) if m.contains("placeholder")),
+        "{e}"
+    );
+    // clip_benchmark's `{c}` spelling fills like `{}`.
+    let braces = evaluate_zero_shot(&mut Fake::default(), &classes, &templates, &images, 2);
+    let c = evaluate_zero_shot(
+        &mut Fake::default(),
+        &classes,
+        &["query {c}".into()],
+        &images,
+        2,
+    );
+    assert_eq!(braces.unwrap().top1, c.unwrap().top1);
 
     // Pairs: image "<q>_<g>" with captions "query q" (matching) -> perfect recall.
     let pairs: Vec<(PathBuf, String)> = images

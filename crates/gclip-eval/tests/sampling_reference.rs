@@ -74,11 +74,13 @@ fn sampling_matches_pandas_draw_order() {
 
 struct Constant;
 impl FieldEncoder for Constant {
-    fn encode_texts(&mut self, t: &[String]) -> Result<Vec<Vec<f32>>, BoxError> {
-        Ok(t.iter().map(|s| vec![1.0, s.len() as f32]).collect())
+    fn encode_texts(&mut self, t: &[String]) -> Result<gclip_eval::Embeddings, BoxError> {
+        let rows: Vec<Vec<f32>> = t.iter().map(|s| vec![1.0, s.len() as f32]).collect();
+        Ok(gclip_eval::Embeddings::from_rows(2, &rows)?)
     }
-    fn encode_images(&mut self, p: &[PathBuf]) -> Result<Vec<Vec<f32>>, BoxError> {
-        Ok(p.iter().map(|_| vec![1.0, 0.0]).collect())
+    fn encode_images(&mut self, p: &[PathBuf]) -> Result<gclip_eval::Embeddings, BoxError> {
+        let rows: Vec<Vec<f32>> = p.iter().map(|_| vec![1.0, 0.0]).collect();
+        Ok(gclip_eval::Embeddings::from_rows(2, &rows)?)
     }
     fn model_id(&self) -> String {
         "constant".into()

@@ -49,7 +49,9 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Instant::now();
-    let m = generate(&cfg, dir.path(), |_| {}).expect("generate");
+    let m = generate(&cfg, dir.path(), |_| {})
+        .expect("generate")
+        .manifest;
     let total = t.elapsed().as_secs_f64();
     let images = m.counts.products
         + m.zeroshot

@@ -31,7 +31,7 @@ pub use catalog::{
     QuerySpec, Split, ZeroShotClass, ZeroShotSet,
 };
 pub use render::{render_attributes_with_mask, render_product, silhouette_mask};
-pub use write::{generate, Manifest, Progress, Stage};
+pub use write::{generate, Generated, Manifest, Progress, Stage};
 
 /// Errors of the generator.
 #[derive(Debug, thiserror::Error)]

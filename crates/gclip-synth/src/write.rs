@@ -408,6 +408,15 @@ fn write_split(
     })
 }
 
+/// What [`generate`] wrote: the manifest, and the in-memory catalogue the files were written
+/// from (every product's true attributes, the queries and their judgements), so callers need
+/// not regenerate it.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub manifest: Manifest,
+    pub catalog: Catalog,
+}
+
 /// Generates the dataset into `out_dir` (created if missing; an existing
 /// directory must be empty or hold an earlier output of this generator).
 ///
@@ -416,7 +425,7 @@ pub fn generate(
     cfg: &SynthConfig,
     out_dir: &Path,
     progress: impl Fn(Progress) + Sync,
-) -> Result<Manifest, SynthError> {
+) -> Result<Generated, SynthError> {
     cfg.validate()?;
     progress(Progress {
         stage: Stage::Catalog,
@@ -628,5 +637,8 @@ pub fn generate(
     };
     write_json(&out_dir.join("manifest.json"), &manifest)?;
     tick();
-    Ok(manifest)
+    Ok(Generated {
+        manifest,
+        catalog: cat,
+    })
 }

@@ -130,7 +130,7 @@ fn same_seed_gives_identical_bytes_and_other_seed_differs() {
 fn splits_follow_the_gs10m_design() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(3);
-    let manifest = generate(&cfg, dir.path(), |_| {}).unwrap();
+    let manifest = generate(&cfg, dir.path(), |_| {}).unwrap().manifest;
     let d = dir.path();
     let corpus = json(&d.join("corpus.json"));
     let corpus = corpus.as_object().unwrap();
@@ -331,7 +331,7 @@ fn ranking_orders_by_attribute_overlap_up_to_small_noise() {
 fn every_image_exists_and_decodes() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(2);
-    let manifest = generate(&cfg, dir.path(), |_| {}).unwrap();
+    let manifest = generate(&cfg, dir.path(), |_| {}).unwrap().manifest;
     let corpus = json(&dir.path().join("corpus.json"));
     for (id, p) in corpus.as_object().unwrap() {
         let rel = p["image"].as_str().unwrap();

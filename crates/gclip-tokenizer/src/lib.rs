@@ -41,6 +41,7 @@ mod tables;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 pub use clean::clean_text;
 
@@ -96,12 +97,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// assert!(row[7..].iter().all(|&id| id == 0));
 /// assert_eq!(tok.decode(&row[1..6]), "a photo of a cat ");
 /// ```
+///
+/// Clones are cheap: the tables (and the word cache) are shared behind an `Arc`.
+#[derive(Clone)]
 pub struct Tokenizer {
-    bpe: Bpe,
+    bpe: Arc<Bpe>,
     sot: u32,
     eot: u32,
     /// Special-token spellings matched in text (lowercase), with their ids.
-    specials: Vec<(String, u32)>,
+    specials: Arc<[(String, u32)]>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -116,12 +120,23 @@ impl std::fmt::Debug for Tokenizer {
 
 impl Tokenizer {
     /// The default OpenAI CLIP vocabulary shipped with the crate
-    /// (49,408 tokens; SOT = 49406, EOT = 49407). Each call decompresses and
-    /// indexes the merges (tens of milliseconds): build once and share.
+    /// (49,408 tokens; SOT = 49406, EOT = 49407). The merges are decompressed and
+    /// indexed once per process (tens of milliseconds); every call returns a cheap clone
+    /// sharing those tables.
     pub fn openai() -> Tokenizer {
-        // The embedded data is fixed at compile time and covered by tests, so
-        // a failure here is a build defect rather than a user error.
-        Self::from_merges_gz(OPENAI_MERGES_GZ).expect("embedded OpenAI vocabulary is valid")
+        static OPENAI: OnceLock<Tokenizer> = OnceLock::new();
+        OPENAI
+            .get_or_init(|| {
+                // The embedded data is fixed at compile time and covered by tests, so
+                // a failure here is a build defect rather than a user error.
+                Self::from_merges_gz(OPENAI_MERGES_GZ).expect("embedded OpenAI vocabulary is valid")
+            })
+            .clone()
+    }
+
+    /// True when `self` and `other` share the same tables (clones of one tokenizer).
+    pub fn shares_tables_with(&self, other: &Tokenizer) -> bool {
+        Arc::ptr_eq(&self.bpe, &other.bpe)
     }
 
     fn from_merges_gz(gz: &[u8]) -> Result<Tokenizer> {
@@ -271,7 +286,8 @@ impl Tokenizer {
             (sot_name.to_lowercase(), sot),
             (eot_name.to_lowercase(), eot),
         ];
-        let bpe = Bpe::new(&vocab, merges)?;
+        let bpe = Arc::new(Bpe::new(&vocab, merges)?);
+        let specials: Arc<[(String, u32)]> = specials.into();
         Ok(Tokenizer {
             bpe,
             sot,
@@ -382,6 +398,15 @@ mod tests {
         assert_eq!(t.vocab_size(), 49408);
         assert_eq!(t.sot_id(), 49406);
         assert_eq!(t.eot_id(), 49407);
+    }
+
+    #[test]
+    fn openai_tables_are_built_once_and_shared() {
+        let a = Tokenizer::openai();
+        let b = Tokenizer::openai();
+        assert!(a.shares_tables_with(&b));
+        assert!(a.clone().shares_tables_with(&a));
+        assert_eq!(a.tokenize("a red shoe", 8), b.tokenize("a red shoe", 8));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! Glue to the model core, tokenizer and image preprocessing crates: initial
-//! weights (checkpoint or from scratch), the default text / image codecs and
-//! saving the final model.
+//! weights (checkpoint or from scratch), the text / image codecs and saving the
+//! final model.
+//!
+//! Which tokenizer and preprocessing a checkpoint needs is decided by its
+//! ecosystem (open_clip or transformers); that rule lives in the `gclip`
+//! facade, which hands its choice to [`crate::Trainer::with_codec_resolver`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gclip_model::{ClipConfig, Layout, LoadOptions, Weights};
 use serde_json::Value;
@@ -30,16 +34,76 @@ pub fn arch_config(arch: &str) -> Result<ClipConfig> {
     gclip_model::arch::by_name(arch).map_err(|e| TrainError::Config(e.to_string()))
 }
 
+/// The checkpoint a run starts from, as the codec resolver sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointInfo<'a> {
+    /// The path given as `model`.
+    pub path: &'a Path,
+    /// The layout detected.
+    pub layout: Layout,
+    /// The model directory (tokenizer / preprocessor files), if there is one.
+    pub dir: Option<&'a Path>,
+    /// Raw preprocessing config: open_clip `preprocess_cfg` or HF `preprocessor_config.json`.
+    pub preprocess: Option<&'a Value>,
+}
+
+/// What a codec resolver is told about the run.
+#[derive(Debug, Clone, Copy)]
+pub struct StartingPoint<'a> {
+    /// The architecture being trained.
+    pub config: &'a ClipConfig,
+    /// The checkpoint fine-tuned; `None` when training from scratch.
+    pub checkpoint: Option<CheckpointInfo<'a>>,
+}
+
+/// The tokenizer and image loader of a run.
+pub struct Codecs {
+    pub text: Box<dyn TextEncoder>,
+    pub images: Box<dyn ImageLoader>,
+}
+
+/// Initial weights and where they came from.
+pub struct Initial {
+    pub config: ClipConfig,
+    pub weights: Weights,
+    pub preprocess: Option<Value>,
+    /// Layout, directory and path of the checkpoint; `None` for random weights.
+    pub checkpoint: Option<(Layout, Option<PathBuf>, PathBuf)>,
+}
+
+impl Initial {
+    /// The view a codec resolver gets.
+    pub fn starting_point(&self) -> StartingPoint<'_> {
+        StartingPoint {
+            config: &self.config,
+            checkpoint: self
+                .checkpoint
+                .as_ref()
+                .map(|(layout, dir, path)| CheckpointInfo {
+                    path,
+                    layout: *layout,
+                    dir: dir.as_deref(),
+                    preprocess: self.preprocess.as_ref(),
+                }),
+        }
+    }
+}
+
 /// The starting point of a run: the checkpoint `model` (with its preprocessing
 /// config), else random weights of `arch` seeded with `seed`.
-pub fn initial_weights(cfg: &TrainConfig) -> Result<(ClipConfig, Weights, Option<Value>)> {
+pub fn initial_weights(cfg: &TrainConfig) -> Result<Initial> {
     if let Some(path) = &cfg.model {
         let opts = LoadOptions {
             arch: cfg.arch.clone().filter(|a| !a.ends_with(".json")),
             config: None,
         };
         let lw = gclip_model::load_weights(path, &opts).map_err(model_err)?;
-        return Ok((lw.config, lw.weights, lw.preprocess));
+        return Ok(Initial {
+            config: lw.config,
+            weights: lw.weights,
+            preprocess: lw.preprocess,
+            checkpoint: Some((lw.layout, lw.dir, path.clone())),
+        });
     }
     let Some(arch) = cfg.arch.as_deref() else {
         return Err(TrainError::Config(
@@ -48,7 +112,12 @@ pub fn initial_weights(cfg: &TrainConfig) -> Result<(ClipConfig, Weights, Option
     };
     let mc = arch_config(arch)?;
     let w = Weights::random(&mc, cfg.seed).map_err(model_err)?;
-    Ok((mc, w, None))
+    Ok(Initial {
+        config: mc,
+        weights: w,
+        preprocess: None,
+        checkpoint: None,
+    })
 }
 
 /// Writes `dir/open_clip` and `dir/hf` (both loadable by open_clip /
@@ -64,7 +133,7 @@ pub fn save_model(
     gclip_model::save(w, mc, &dir.join("hf"), Layout::Hf, preprocess).map_err(model_err)
 }
 
-/// The CLIP BPE tokenizer (OpenAI vocabulary).
+/// A CLIP BPE tokenizer (the OpenAI vocabulary or one loaded from a checkpoint).
 pub struct BpeTextEncoder(pub gclip_tokenizer::Tokenizer);
 
 impl TextEncoder for BpeTextEncoder {
@@ -73,15 +142,8 @@ impl TextEncoder for BpeTextEncoder {
     }
 }
 
-/// The default text encoder: [`gclip_tokenizer::Tokenizer::openai`].
-pub fn default_text_encoder() -> Result<Box<dyn TextEncoder>> {
-    Ok(Box::new(BpeTextEncoder(
-        gclip_tokenizer::Tokenizer::openai(),
-    )))
-}
-
-/// open_clip / CLIP preprocessing by `gclip-image` (Pillow-exact bicubic
-/// resize, centre crop, normalisation).
+/// CLIP preprocessing by `gclip-image` (Pillow-exact resize, centre crop,
+/// normalisation) with the configuration the caller chose.
 pub struct ClipImageLoader(pub gclip_image::Preprocessor);
 
 impl ImageLoader for ClipImageLoader {
@@ -90,28 +152,4 @@ impl ImageLoader for ClipImageLoader {
             .preprocess_path(path)
             .map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))
     }
-}
-
-/// The image loader for a model of input side `image_size` and its
-/// preprocessing config (open_clip `preprocess_cfg` or HF
-/// `preprocessor_config.json`; `None`: OpenAI mean/std, bicubic, shortest side).
-pub fn image_loader(image_size: usize, pre: Option<&Value>) -> Result<ClipImageLoader> {
-    let size = Some((image_size, image_size));
-    let mut cfg = match pre {
-        Some(v) if v.get("image_mean").is_some() || v.get("crop_size").is_some() => {
-            gclip_image::PreprocessConfig::from_hf(v)
-                .map_err(|e| TrainError::Config(e.to_string()))?
-        }
-        Some(v) => gclip_image::PreprocessConfig::from_open_clip(v, size)
-            .map_err(|e| TrainError::Config(e.to_string()))?,
-        None => gclip_image::PreprocessConfig::default(),
-    };
-    // The model's input size is authoritative.
-    cfg.image_size = (image_size, image_size);
-    Ok(ClipImageLoader(gclip_image::Preprocessor::new(cfg)))
-}
-
-/// The default image loader for a model and its preprocessing config.
-pub fn default_image_loader(mc: &ClipConfig, pre: Option<&Value>) -> Result<Box<dyn ImageLoader>> {
-    Ok(Box::new(image_loader(mc.vision.image_size, pre)?))
 }

@@ -306,7 +306,7 @@ impl TrainConfig {
         }
     }
 
-    /// Checks the options are consistent; called by [`crate::Trainer::new`].
+    /// Checks the options are consistent; called when a [`crate::Trainer`] is built.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.data.as_os_str().is_empty() {

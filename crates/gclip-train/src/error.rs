@@ -25,6 +25,9 @@ pub enum TrainError {
     /// The model core failed to load, build or save a model.
     #[error("model: {0}")]
     Model(String),
+    /// The caller's tokenizer / preprocessing resolver failed.
+    #[error("choosing the tokenizer and image preprocessing")]
+    Codecs(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// A checkpoint to resume from is missing or inconsistent.
     #[error("checkpoint: {0}")]
     Checkpoint(String),

@@ -19,6 +19,7 @@ pub mod optim;
 pub mod schedule;
 pub mod trainer;
 
+pub use codecs::{BpeTextEncoder, CheckpointInfo, ClipImageLoader, Codecs, StartingPoint};
 pub use config::{LossKind, ScoreToWeight, TrainConfig};
 pub use error::{Result, TrainError};
 pub use trainer::{Progress, TrainSummary, Trainer};

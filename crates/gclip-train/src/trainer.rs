@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::codecs::{Codecs, StartingPoint};
 use crate::config::{LossKind, TrainConfig};
 use crate::data::{load_dataset, Dataset, Example, Field, ImageLoader, TextEncoder};
 use crate::error::{Result, TrainError};
@@ -19,14 +20,9 @@ use crate::metrics::{EvalRecord, MetricsLog, StepRecord};
 use crate::optim::{clip_grad_norm, is_no_decay, AdamW, AdamWParams, GradAccumulator};
 use crate::schedule::cosine_with_warmup;
 
-/// How the run reports progress on the terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// An indicatif bar with loss, learning rate and throughput.
-    Bar,
-    /// Nothing on the terminal (the JSONL log is still written).
-    Silent,
-}
+/// How the run reports progress on the terminal: a bar with loss, learning rate and
+/// throughput, or nothing (the JSONL log is written either way).
+pub use gclip_progress::Progress;
 
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,14 +108,25 @@ fn is_shared_param(name: &str) -> bool {
 }
 
 impl Trainer {
-    /// Builds a trainer with the default codecs: the CLIP BPE tokenizer and the
-    /// open_clip image preprocessing of the model.
-    pub fn new(cfg: TrainConfig) -> Result<Self> {
+    /// Builds a trainer whose tokenizer and image preprocessing are chosen by `resolve`
+    /// once the starting point is known (the checkpoint's layout, directory and
+    /// preprocessing config, or none when training from scratch). `gclip::trainer` passes
+    /// the facade's per-ecosystem resolver, the one model loading uses too.
+    pub fn with_codec_resolver(
+        cfg: TrainConfig,
+        resolve: impl FnOnce(&StartingPoint<'_>) -> Result<Codecs>,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let (model_cfg, weights, pre) = crate::codecs::initial_weights(&cfg)?;
-        let text = crate::codecs::default_text_encoder()?;
-        let images = crate::codecs::default_image_loader(&model_cfg, pre.as_ref())?;
-        Self::build(cfg, model_cfg, weights, pre, text, images)
+        let init = crate::codecs::initial_weights(&cfg)?;
+        let Codecs { text, images } = resolve(&init.starting_point())?;
+        Self::build(
+            cfg,
+            init.config,
+            init.weights,
+            init.preprocess,
+            text,
+            images,
+        )
     }
 
     /// Builds a trainer with caller-supplied codecs (custom vocabularies, tests).
@@ -128,9 +135,7 @@ impl Trainer {
         text: Box<dyn TextEncoder>,
         images: Box<dyn ImageLoader>,
     ) -> Result<Self> {
-        cfg.validate()?;
-        let (model_cfg, weights, pre) = crate::codecs::initial_weights(&cfg)?;
-        Self::build(cfg, model_cfg, weights, pre, text, images)
+        Self::with_codec_resolver(cfg, |_| Ok(Codecs { text, images }))
     }
 
     fn build(
@@ -405,20 +410,15 @@ impl Trainer {
         let mut log = MetricsLog::open(&out)?;
         log.truncate_after(self.step);
         let total = self.total_steps();
-        let bar = match progress {
-            Progress::Bar => {
-                let pb = indicatif::ProgressBar::new(total as u64);
-                pb.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
-                    )
-                    .map_err(|e| TrainError::Config(e.to_string()))?,
-                );
-                pb.set_position(self.step as u64);
-                Some(pb)
-            }
-            Progress::Silent => None,
-        };
+        let bar = (progress == Progress::Bar).then(|| {
+            let pb = progress.bar_with(
+                total as u64,
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+                "",
+            );
+            pb.set_position(self.step as u64);
+            pb
+        });
         if self.step == 0 && self.eval.is_some() {
             let r = self.evaluate()?;
             log.eval(r)?;

@@ -127,7 +127,12 @@ fn setup(dir: &Path) -> TrainConfig {
 }
 
 fn trainer(cfg: TrainConfig) -> Trainer {
-    let loader = gclip_train::codecs::image_loader(32, None).unwrap();
+    let loader = gclip_train::ClipImageLoader(gclip_image::Preprocessor::new(
+        gclip_image::PreprocessConfig {
+            image_size: (32, 32),
+            ..Default::default()
+        },
+    ));
     Trainer::with_codecs(cfg, Box::new(Words), Box::new(loader)).unwrap()
 }
 

@@ -3,9 +3,13 @@
 //! [`Embeddings`] is the one type for "n vectors of one dimension": the model towers and the
 //! CPU engine produce it, evaluation and the index consume it. Its constructors check their
 //! input and return [`VectorError`] instead of panicking, because rows often come from callers
-//! (custom vectors, files, Python arrays).
+//! (custom vectors, files, Python arrays). [`FieldEncoder`] is the model boundary: what
+//! evaluation and caches call to get embeddings without knowing the model.
 
 use std::fmt;
+
+mod encoder;
+pub use encoder::{BoxError, FieldEncoder};
 
 /// What is wrong with a batch of vectors a caller handed in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

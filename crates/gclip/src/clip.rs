@@ -5,13 +5,15 @@ use std::sync::mpsc;
 
 use candle_core::{Device, Tensor};
 use gclip_engine::{EngineModel, EngineOptions, Precision};
-use gclip_image::{DecodeOptions, PreprocessConfig, Preprocessor, RgbImage};
+use gclip_image::{DecodeOptions, Preprocessor, RgbImage};
 use gclip_model::{ClipConfig, ClipModel, LoadOptions};
 use gclip_tokenizer::Tokenizer;
 use rayon::prelude::*;
 
-use crate::embeddings::{normalize, Embeddings};
+use gclip_vectors::{normalize, BoxError, Embeddings, FieldEncoder};
+
 use crate::error::{Error, Result};
+use crate::resolve::{self, CheckpointFacts, Ecosystem, ImagePipeline};
 use crate::source::{materialize_default, ModelSource};
 
 /// Default number of items per forward pass.
@@ -35,6 +37,26 @@ pub struct RuntimeOptions {
     pub precision: Precision,
     /// Engine worker threads; `None` = all cores.
     pub threads: Option<usize>,
+    /// Whose image pipeline preprocesses images; `None` = the checkpoint's ecosystem's
+    /// (see [`crate::resolve`]).
+    pub image_pipeline: Option<ImagePipeline>,
+}
+
+impl RuntimeOptions {
+    /// Sizes rayon's global pool (image decoding and preprocessing) like the engine, once per
+    /// process; a later call, or one after the pool started, leaves it as it is.
+    pub fn configure_global_threads(&self) -> Result<()> {
+        if self.threads == Some(0) {
+            return Err(Error::Invalid("the thread count must be at least 1".into()));
+        }
+        if let Some(n) = self.threads {
+            // Fails only when the pool already exists: keep that one.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
+        }
+        Ok(())
+    }
 }
 
 enum Towers {
@@ -49,11 +71,14 @@ pub struct Clip {
     logit_scale: f32,
     tokenizer: Tokenizer,
     preprocessor: Preprocessor,
+    ecosystem: Ecosystem,
+    image_pipeline: ImagePipeline,
     decode: DecodeOptions,
     context_length: usize,
     batch_size: usize,
     id: String,
     source: String,
+    weight_files: Vec<PathBuf>,
 }
 
 /// What became of one image in [`Clip::embed_image_files_with`].
@@ -103,33 +128,29 @@ impl Clip {
             Backend::Engine => Loaded::Lazy(gclip_model::open_tensors(path, &opts)?),
             Backend::Candle => Loaded::Eager(gclip_model::load_weights(path, &opts)?),
         };
-        let (config, dir) = match &loaded {
-            Loaded::Lazy(s) => (s.config.clone(), s.dir.clone()),
-            Loaded::Eager(w) => (w.config.clone(), w.dir.clone()),
+        let (config, layout, dir, preprocess) = match &loaded {
+            Loaded::Lazy(s) => (
+                s.config.clone(),
+                s.layout,
+                s.dir.clone(),
+                s.preprocess.clone(),
+            ),
+            Loaded::Eager(w) => (
+                w.config.clone(),
+                w.layout,
+                w.dir.clone(),
+                w.preprocess.clone(),
+            ),
         };
-        let image_size = config.vision.image_size;
-        let tokenizer = match dir.as_deref() {
-            Some(dir) if has_tokenizer_files(dir) => Tokenizer::from_dir(dir)?,
-            _ => Tokenizer::openai(),
-        };
-        let pre_cfg = match dir.as_deref() {
-            Some(dir) => PreprocessConfig::from_model_dir(dir)?,
-            None => None,
-        };
-        let mut pre_cfg = pre_cfg.unwrap_or_else(|| PreprocessConfig {
-            image_size: (image_size, image_size),
-            ..Default::default()
-        });
-        if pre_cfg.image_size != (image_size, image_size) {
-            // The towers only accept their own input size; a preprocessor file that disagrees
-            // (seen in hand-edited directories) must not produce tensors the model rejects.
-            tracing::warn!(
-                preprocess = ?pre_cfg.image_size,
-                model = image_size,
-                "preprocessing size differs from the model's image size; using the model's"
-            );
-            pre_cfg.image_size = (image_size, image_size);
-        }
+        let codecs = resolve::codecs(
+            &CheckpointFacts {
+                layout,
+                dir: dir.as_deref(),
+                preprocess: preprocess.as_ref(),
+                image_size: config.vision.image_size,
+            },
+            runtime.image_pipeline,
+        )?;
         let id = model_id(path, &config);
         let logit_scale = match &loaded {
             Loaded::Lazy(s) => match s.shape("logit_scale") {
@@ -169,13 +190,16 @@ impl Clip {
             towers,
             config: config.clone(),
             logit_scale,
-            tokenizer,
-            preprocessor: Preprocessor::new(pre_cfg),
+            tokenizer: codecs.tokenizer,
+            preprocessor: Preprocessor::new(codecs.preprocess),
+            ecosystem: codecs.ecosystem,
+            image_pipeline: codecs.image_pipeline,
             decode: DecodeOptions::default(),
             context_length: config.text.context_length,
             batch_size: DEFAULT_BATCH,
             id,
             source: path.display().to_string(),
+            weight_files: weight_files(path),
         })
     }
 
@@ -204,6 +228,21 @@ impl Clip {
 
     pub fn preprocessor(&self) -> &Preprocessor {
         &self.preprocessor
+    }
+
+    /// The ecosystem the checkpoint belongs to (it chose the tokenizer and preprocessing).
+    pub fn ecosystem(&self) -> Ecosystem {
+        self.ecosystem
+    }
+
+    /// Whose image pipeline preprocesses images.
+    pub fn image_pipeline(&self) -> ImagePipeline {
+        self.image_pipeline
+    }
+
+    /// The files holding the weights and configs (what embedding caches fingerprint).
+    pub fn weight_files(&self) -> &[PathBuf] {
+        &self.weight_files
     }
 
     /// Where the model was loaded from, for messages.
@@ -281,7 +320,7 @@ impl Clip {
                 out[i * dim..(i + 1) * dim].copy_from_slice(row);
             }
         }
-        let mut emb = Embeddings::new(dim, out);
+        let mut emb = Embeddings::new(dim, out)?;
         if normalized {
             emb.normalize();
         }
@@ -300,7 +339,7 @@ impl Clip {
         }
         let n = pixels.len() / per;
         let dim = self.dim();
-        let mut emb = Embeddings::empty(dim);
+        let mut emb = Embeddings::empty(dim)?;
         for chunk in pixels.chunks(per * self.batch_size) {
             let e = match &self.towers {
                 Towers::Engine(m) => m.encode_images(chunk, chunk.len() / per)?.into_vec(),
@@ -309,7 +348,7 @@ impl Clip {
                     m.encode_images(&t)?.flatten_all()?.to_vec1::<f32>()?
                 }
             };
-            emb.extend(&Embeddings::new(dim, e));
+            emb.extend(&Embeddings::new(dim, e)?)?;
         }
         debug_assert_eq!(emb.len(), n);
         if normalized {
@@ -329,10 +368,14 @@ impl Clip {
 
     /// Embeds image files; the first unreadable image fails the call (its path in the error).
     pub fn embed_image_files(&self, paths: &[PathBuf], normalized: bool) -> Result<Embeddings> {
-        let mut emb = Embeddings::empty(self.dim());
+        let mut emb = Embeddings::empty(self.dim())?;
         let mut failure = None;
         self.embed_image_files_with(paths, normalized, |_, outcome| match outcome {
-            ImageOutcome::Embedded(v) if failure.is_none() => emb.push(&v),
+            ImageOutcome::Embedded(v) if failure.is_none() => {
+                if let Err(e) = emb.push(&v) {
+                    failure = Some(e.into());
+                }
+            }
             ImageOutcome::Embedded(_) => {}
             ImageOutcome::Failed(e) => {
                 failure.get_or_insert(e);
@@ -414,9 +457,65 @@ impl Clip {
     }
 }
 
-fn has_tokenizer_files(dir: &Path) -> bool {
-    dir.join("tokenizer.json").is_file()
-        || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file())
+/// The checkpoint's weight and config files: the file itself, or a directory's weight,
+/// config and tokenizer files (sharded checkpoints included).
+fn weight_files(path: &Path) -> Vec<PathBuf> {
+    const KINDS: [&str; 6] = ["safetensors", "bin", "pt", "pth", "json", "txt"];
+    if path.is_file() {
+        return vec![path.to_path_buf()];
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| KINDS.contains(&e))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The model boundary of evaluation and caches: unnormalised embeddings, the first
+/// unreadable image failing the batch.
+impl FieldEncoder for &Clip {
+    fn encode_texts(&mut self, texts: &[String]) -> Result<Embeddings, BoxError> {
+        Ok(self.embed_texts(texts, false)?)
+    }
+
+    fn encode_images(&mut self, paths: &[PathBuf]) -> Result<Embeddings, BoxError> {
+        Ok(self.embed_image_files(paths, false)?)
+    }
+
+    fn model_id(&self) -> String {
+        Clip::model_id(self).to_owned()
+    }
+
+    fn weight_files(&self) -> Vec<PathBuf> {
+        self.weight_files.clone()
+    }
+}
+
+impl FieldEncoder for Clip {
+    fn encode_texts(&mut self, texts: &[String]) -> Result<Embeddings, BoxError> {
+        (&*self).encode_texts(texts)
+    }
+
+    fn encode_images(&mut self, paths: &[PathBuf]) -> Result<Embeddings, BoxError> {
+        (&*self).encode_images(paths)
+    }
+
+    fn model_id(&self) -> String {
+        Clip::model_id(self).to_owned()
+    }
+
+    fn weight_files(&self) -> Vec<PathBuf> {
+        self.weight_files.clone()
+    }
 }
 
 /// Identifies the weights for caches: path, size and modification time of the checkpoint, plus

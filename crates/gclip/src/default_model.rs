@@ -26,7 +26,7 @@ mod tests {
         let t = clip
             .embed_texts(&["red shirt", "blue mug", "leather boots"], true)
             .expect("texts embed");
-        let sims = cosine_matrix(&t, &t);
+        let sims = cosine_matrix(&t, &t).unwrap();
         for (i, row) in sims.iter().enumerate() {
             for (j, &c) in row.iter().enumerate() {
                 assert!(i == j || c < 0.9, "texts {i} and {j}: cosine {c}");

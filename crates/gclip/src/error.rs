@@ -18,6 +18,16 @@ pub enum Error {
     Engine(#[from] gclip_engine::EngineError),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Vectors(#[from] gclip_vectors::VectorError),
+    #[error(transparent)]
+    Eval(#[from] gclip_eval::EvalError),
+    #[error(transparent)]
+    Train(#[from] gclip_train::TrainError),
+    #[error(transparent)]
+    Synth(#[from] gclip_synth::SynthError),
+    #[error("safetensors: {0}")]
+    Safetensors(#[from] safetensors::SafeTensorError),
     #[error("no default model is available: {0}")]
     NoDefaultModel(String),
     #[error("{0}")]
@@ -27,6 +37,20 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// Serialising a result (report, config) to JSON failed.
+    #[error("serialising to JSON: {0}")]
+    Serialize(#[from] serde_json::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `Error::Io` for `path`, for `map_err`.
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}

@@ -54,14 +54,20 @@ pub(crate) struct EmbeddedModel {
     pub weights: &'static [u8],
 }
 
+#[cfg(feature = "default-model")]
 pub(crate) const EMBEDDED: Option<EmbeddedModel> = crate::default_model::EMBEDDED;
+/// Built without the `default-model` feature: nothing embedded.
+#[cfg(not(feature = "default-model"))]
+pub(crate) const EMBEDDED: Option<EmbeddedModel> = None;
 
 /// Writes the embedded model into a cache directory (once per content) and returns its path,
 /// so it loads (memory-mapped) like any other open_clip directory.
 pub(crate) fn materialize_default() -> Result<PathBuf> {
     let Some(m) = EMBEDDED else {
         return Err(Error::NoDefaultModel(
-            "this build embeds none; pass --model PATH or set GCLIP_MODEL".into(),
+            "this build of gclip was compiled without the `default-model` feature; \
+             pass --model PATH or set GCLIP_MODEL"
+                .into(),
         ));
     };
     let tag = fnv1a(m.weights) ^ fnv1a(m.config).rotate_left(17);
@@ -95,6 +101,25 @@ pub(crate) fn materialize_default() -> Result<PathBuf> {
         std::fs::rename(&tmp, &dst).map_err(|source| Error::Io { path: dst, source })?;
     }
     Ok(dir)
+}
+
+#[cfg(all(test, not(feature = "default-model")))]
+mod tests {
+    use super::*;
+
+    /// Without the feature, resolving "no model" fails with a message naming the way out.
+    #[test]
+    fn without_the_feature_no_model_is_a_clear_error() {
+        let e = crate::Clip::load(&ModelSource::Default)
+            .err()
+            .expect("must fail");
+        assert!(matches!(e, Error::NoDefaultModel(_)), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("default-model") && msg.contains("GCLIP_MODEL"),
+            "{msg}"
+        );
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
