@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use gclip_engine::cpu;
 use gclip_engine::gemm::{gemm, Epilogue, PackedMatrix};
+use gclip_engine::ops::{attention, attention_loops, AttnShape};
 use gclip_engine::quant::{gemm_i8, PackedI8};
 
 /// Process CPU seconds (all threads).
@@ -106,6 +107,33 @@ fn main() {
         println!(
             "gemm M={m:4} K={k:4} N={n:4}: f32 {:7.1} GFLOPS ({:6.1} per CPU-s)   int8 {:7.1} GOPS ({:6.1} per CPU-s)",
             f32_rate.0, f32_rate.1, i8_rate.0, i8_rate.1
+        );
+    }
+    // Attention: per-head GEMMs vs the per-query vector loops, in
+    // (sequence, head) pairs per second, at ViT-B/32 image and text shapes.
+    for (batch, seq, heads, causal) in [(16, 50, 12, false), (1, 50, 12, false), (16, 77, 8, true)]
+    {
+        let s = AttnShape {
+            batch,
+            seq,
+            heads,
+            head_dim: 64,
+            causal,
+        };
+        let w = heads * 64;
+        let qkv: Vec<f32> = (0..batch * seq * 3 * w)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        let mut out = vec![0.0f32; batch * seq * w];
+        let pairs = (batch * heads) as f64;
+        let gemm_rate = best_rate(pairs, || attention(isa, Some(&pool), &qkv, &mut out, s));
+        let loop_rate = best_rate(pairs, || {
+            attention_loops(isa, Some(&pool), &qkv, &mut out, s)
+        });
+        println!(
+            "attention batch={batch:2} seq={seq} heads={heads} causal={causal}: gemm {:8.0} heads/s, loops {:8.0} heads/s",
+            gemm_rate.0 * 1e9,
+            loop_rate.0 * 1e9
         );
     }
 }

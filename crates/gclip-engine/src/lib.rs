@@ -3,8 +3,10 @@
 //! Own kernels instead of candle's: a GEMM with weights packed once into
 //! 32-column panels and an AVX-512 (or AVX2, or portable) micro-kernel,
 //! fused bias / activation / residual epilogues, vectorised layer norm,
-//! softmax and attention reading the fused QKV matrix in place, and an
-//! optional dynamic int8 path using AVX512-VNNI. The text tower only runs
+//! attention as per-head GEMMs on the fused QKV matrix with a vectorised
+//! softmax, and an optional dynamic int8 path (AVX512-VNNI, or AVX2
+//! `vpmaddubsw` on CPUs without it). The AVX2 fp32 kernel is blocked for
+//! the caches detected at run time ([`cache`]). The text tower only runs
 //! up to the last end-of-text token of a batch (it is causal, so the result
 //! is unchanged). The ISA is picked at run time ([`cpu::features`]; set
 //! `GCLIP_ISA=avx2` or `scalar` to force a fallback).

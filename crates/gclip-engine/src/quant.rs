@@ -8,7 +8,7 @@
 //!
 //! Without VNNI, AVX2 does the same u8 x s8 products with `vpmaddubsw`
 //! (pairs summed into i16, saturating) and `vpmaddwd` (pairs into i32); see
-//! [`crate::quant_avx2`]. To make saturation impossible its weights are
+//! the `quant_avx2` module. To make saturation impossible its weights are
 //! quantised to [-63, 63]: 2 * 255 * 63 = 32130 < 32767. Activations keep
 //! all 8 bits, since per-token activation ranges (outlier channels) are the
 //! larger error source. [`int8_kernel`] says which kernel runs.
