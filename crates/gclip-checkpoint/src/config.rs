@@ -291,7 +291,7 @@ fn check_common_tower(m: &Map<String, Value>, what: &str) -> Result<f64> {
 
 fn heads_from(width: usize, m: &Map<String, Value>, what: &str) -> Result<usize> {
     let head_width = get_usize(m, "head_width", Some(64), what)?;
-    if head_width == 0 || width % head_width != 0 {
+    if head_width == 0 || !width.is_multiple_of(head_width) {
         return Err(CheckpointError::InvalidConfig(format!(
             "`{what}.width` {width} is not a multiple of head_width {head_width}"
         )));
@@ -555,7 +555,7 @@ impl ClipConfig {
         if self.embed_dim == 0 {
             return bad("embed_dim must be > 0".into());
         }
-        if v.patch_size == 0 || v.image_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || v.image_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!(
                 "vision image_size {} must be a positive multiple of patch_size {}",
                 v.image_size, v.patch_size

@@ -17,7 +17,8 @@ pub struct ModelArgs {
     /// open_clip architecture name for a bare weight file (e.g. ViT-B-32).
     #[arg(long, value_name = "NAME")]
     pub arch: Option<String>,
-    /// Precision of the CPU engine's linear layers (int8: dynamic quantisation with VNNI).
+    /// Precision of the CPU engine's linear layers (int8: dynamic quantisation, on AVX512-VNNI
+    /// or AVX2; an error on CPUs with neither).
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: PrecisionArg,
     /// Worker threads (default: all cores).
@@ -67,7 +68,7 @@ impl ModelArgs {
         let clip = Clip::load_with(&source, &runtime)
             .with_context(|| format!("loading model {}", source.describe()))?;
         if self.precision == PrecisionArg::Int8 && clip.runtime().1 != gclip::Precision::Int8 {
-            tracing::warn!("this CPU has no AVX512-VNNI: running fp32 instead of int8");
+            tracing::warn!("int8 runs on the CPU engine only: the --reference path runs fp32");
         }
         Ok(clip)
     }

@@ -44,7 +44,7 @@ pub fn run(
     cfg: &BenchConfig,
     emit: &mut dyn FnMut(Value),
 ) -> crate::Result<()> {
-    if dim == 0 || base.len() % dim != 0 || queries.len() % dim != 0 {
+    if dim == 0 || !base.len().is_multiple_of(dim) || !queries.len().is_multiple_of(dim) {
         return Err(crate::Error::InvalidArgument(
             "base and queries must share one dimension".into(),
         ));

@@ -55,7 +55,7 @@ impl Embeddings {
         if dim == 0 {
             return Err(VectorError::ZeroDim);
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(VectorError::Ragged {
                 len: data.len(),
                 dim,

@@ -208,8 +208,8 @@ impl Clip {
         &self.config
     }
 
-    /// Which implementation runs the towers, and at which precision (int8 falls back to fp32
-    /// on CPUs without VNNI).
+    /// Which implementation runs the towers, and at which precision (the candle reference
+    /// path is always fp32).
     pub fn runtime(&self) -> (Backend, Precision) {
         match &self.towers {
             Towers::Engine(e) => (Backend::Engine, e.precision()),

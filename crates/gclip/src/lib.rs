@@ -20,7 +20,6 @@ mod default_model;
 pub mod demo;
 mod error;
 pub mod experiment;
-pub mod export;
 pub mod index;
 pub mod io;
 pub mod resolve;

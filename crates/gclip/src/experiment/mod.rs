@@ -643,19 +643,22 @@ fn export_best(r: &Results, out: &Path) -> Result<()> {
         .ok_or_else(|| invalid("internal: the best model has no run"))?;
     let best = out.join("best");
     std::fs::create_dir_all(&best).map_err(io_err(&best))?;
-    let copy = |src: &Path, dst: &Path| std::fs::copy(src, dst).map(|_| ()).map_err(io_err(src));
-    copy(
-        &run.model_dir.join("open_clip_config.json"),
-        &best.join("open_clip_config.json"),
+    // The checkpoint core writes the open_clip layout with every tensor in F16.
+    let ck = gclip_model::checkpoint::load_tensors(&run.model_dir, &Default::default())?;
+    let opts = gclip_model::checkpoint::SaveOptions {
+        layout: gclip_model::checkpoint::Layout::OpenClip,
+        dtype: gclip_model::checkpoint::DType::F16,
+    };
+    gclip_model::checkpoint::save_tensors(
+        &ck.tensors,
+        &ck.config,
+        &best,
+        &opts,
+        ck.preprocess.as_ref(),
     )?;
-    copy(
-        &out.join(r.best.name()).join("train_config.json"),
-        &best.join("train_config.json"),
-    )?;
-    crate::export::export_f16(
-        &run.model_dir.join("open_clip_model.safetensors"),
-        &best.join("open_clip_model.safetensors"),
-    )
+    let cfg = out.join(r.best.name()).join("train_config.json");
+    std::fs::copy(&cfg, best.join("train_config.json")).map_err(io_err(&cfg))?;
+    Ok(())
 }
 
 #[cfg(test)]
