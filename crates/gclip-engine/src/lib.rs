@@ -69,16 +69,22 @@ pub enum EngineError {
     Weight {
         /// Canonical key.
         key: String,
-        /// Why the checkpoint could not deliver it.
-        source: gclip_checkpoint::CheckpointError,
+        /// Why the checkpoint could not deliver it (boxed: the checkpoint error is large).
+        source: Box<gclip_checkpoint::CheckpointError>,
     },
     /// Checkpoint or architecture error (unknown arch, bad random-weight config, ...).
     #[error(transparent)]
-    Checkpoint(#[from] gclip_checkpoint::CheckpointError),
+    Checkpoint(Box<gclip_checkpoint::CheckpointError>),
     /// Embedding rows could not be assembled.
     #[error(transparent)]
     Vector(#[from] gclip_vectors::VectorError),
     /// A model feature the engine does not implement.
     #[error("unsupported by the engine: {0}")]
     Unsupported(String),
+}
+
+impl From<gclip_checkpoint::CheckpointError> for EngineError {
+    fn from(e: gclip_checkpoint::CheckpointError) -> Self {
+        EngineError::Checkpoint(Box::new(e))
+    }
 }

@@ -183,7 +183,7 @@ impl WeightSource for TensorSource {
             .map(Some)
             .map_err(|source| EngineError::Weight {
                 key: key.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 }
