@@ -126,9 +126,11 @@ fn main() {
             .collect();
         let mut out = vec![0.0f32; batch * seq * w];
         let pairs = (batch * heads) as f64;
-        let gemm_rate = best_rate(pairs, || attention(isa, Some(&pool), &qkv, &mut out, s));
+        let gemm_rate = best_rate(pairs, || {
+            attention(isa, Some(&pool), &qkv, &mut out, s).expect("attention shape")
+        });
         let loop_rate = best_rate(pairs, || {
-            attention_loops(isa, Some(&pool), &qkv, &mut out, s)
+            attention_loops(isa, Some(&pool), &qkv, &mut out, s).expect("attention shape")
         });
         println!(
             "attention batch={batch:2} seq={seq} heads={heads} causal={causal}: gemm {:8.0} heads/s, loops {:8.0} heads/s",

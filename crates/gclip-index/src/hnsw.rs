@@ -552,7 +552,7 @@ mod tests {
                 .filter(|g| exact[..10].iter().any(|e| e.id == g.id))
                 .count();
             // Filter: only even ids; results must all be even and 10 of them.
-            let even = |i: u32| i % 2 == 0;
+            let even = |i: u32| i.is_multiple_of(2);
             let f = h.search(&q, 10, 64, Some(&even));
             assert_eq!(f.len(), 10);
             assert!(f.iter().all(|c| c.id % 2 == 0));

@@ -8,10 +8,8 @@ use gclip_train::optim::{AdamW, AdamWParams};
 
 /// PyTorch's AdamW for one scalar parameter, in f64: (new p, m, v).
 fn torch_adamw(
-    p: f64,
+    (p, m, v): (f64, f64, f64),
     g: f64,
-    m: f64,
-    v: f64,
     t: i32,
     lr: f64,
     h: &AdamWParams,
@@ -85,28 +83,10 @@ fn three_steps_follow_torch_for_both_groups() {
         opt.step(&grads, lrs[step]).unwrap();
         let t = step as i32 + 1;
         for (i, s) in want_w.iter_mut().enumerate() {
-            *s = torch_adamw(
-                s.0,
-                grads_w[step][i] as f64,
-                s.1,
-                s.2,
-                t,
-                lrs[step],
-                &h,
-                true,
-            );
+            *s = torch_adamw(*s, grads_w[step][i] as f64, t, lrs[step], &h, true);
         }
         for (i, s) in want_b.iter_mut().enumerate() {
-            *s = torch_adamw(
-                s.0,
-                grads_b[step][i] as f64,
-                s.1,
-                s.2,
-                t,
-                lrs[step],
-                &h,
-                false,
-            );
+            *s = torch_adamw(*s, grads_b[step][i] as f64, t, lrs[step], &h, false);
         }
         // Compare the update (after - before), not the parameters, so that a wrong step of
         // size 1e-3 cannot hide behind parameters of size 1.
