@@ -72,3 +72,57 @@ fn clip_indexes_texts_and_images_and_pins_its_model() {
         Err(Error::ModelMismatch { .. })
     ));
 }
+
+/// The pin is the weights' content: a copy of the model elsewhere opens the same indexes,
+/// changed weights do not, and an indexed image carries the vector `embed_image_files` gives.
+#[test]
+fn the_pin_follows_the_weights_not_the_path() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/reference/models/openclip_gelu");
+    assert!(fixture.is_dir(), "fixture {} is missing", fixture.display());
+    let copies = tempfile::tempdir().unwrap();
+    let copy = |name: &str| {
+        let dst = copies.path().join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        for e in std::fs::read_dir(&fixture).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+        }
+        dst
+    };
+    let load = |dir: &Path| Clip::load(&ModelSource::resolve(Some(dir))).unwrap();
+    let a = load(&fixture);
+    let b = load(&copy("moved"));
+    let changed = copy("retrained");
+    let st = changed.join("open_clip_model.safetensors");
+    let mut bytes = std::fs::read(&st).unwrap();
+    // The low mantissa byte of the last f32: one weight changes, slightly.
+    let low = bytes.len() - 4;
+    bytes[low] ^= 0x01;
+    std::fs::write(&st, bytes).unwrap();
+    let c = load(&changed);
+    let (ia, ib, ic) = (
+        Embedder::model_id(&a),
+        Embedder::model_id(&b),
+        Embedder::model_id(&c),
+    );
+    assert_eq!(ia, ib, "a moved copy must keep the identity");
+    assert_ne!(ia, ic, "changed weights must change the identity");
+
+    let img = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/reference/modes/files/rgba.png");
+    assert!(img.is_file(), "fixture {} is missing", img.display());
+    let want = a.embed_image_files(&[img.clone()], true).unwrap();
+    let got = Embedder::embed_images(&a, &[ImageInput::Path(img)]);
+    let mut got = got.into_iter().next().unwrap().unwrap();
+    gclip::vectors::normalize(&mut got);
+    let d = got
+        .iter()
+        .zip(want.row(0).unwrap())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        d < 1e-6,
+        "indexed image vector differs from embed_image_files by {d}"
+    );
+}
