@@ -112,7 +112,9 @@ fn the_pin_follows_the_weights_not_the_path() {
     let img = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/reference/modes/files/rgba.png");
     assert!(img.is_file(), "fixture {} is missing", img.display());
-    let want = a.embed_image_files(&[img.clone()], true).unwrap();
+    let want = a
+        .embed_image_files(std::slice::from_ref(&img), true)
+        .unwrap();
     let got = Embedder::embed_images(&a, &[ImageInput::Path(img)]);
     let mut got = got.into_iter().next().unwrap().unwrap();
     gclip::vectors::normalize(&mut got);
