@@ -20,6 +20,8 @@ pub enum Command {
     Zeroshot(ZeroshotArgs),
     /// Image-text retrieval recall on image-caption pairs.
     Pairs(PairsArgs),
+    /// The protocol's ceiling on a generated shop: every split ranked by attribute overlap.
+    Oracle(OracleArgs),
 }
 
 #[derive(clap::Args)]
@@ -151,6 +153,31 @@ pub struct ZeroshotArgs {
 }
 
 #[derive(clap::Args)]
+pub struct OracleArgs {
+    /// A `gclip synth` output directory (manifest.json, queries.json, corpus.json, splits).
+    #[arg(long)]
+    pub shop: PathBuf,
+    /// Splits to score [default: every test split in the manifest].
+    #[arg(long, value_delimiter = ',')]
+    pub splits: Vec<String>,
+    /// Queries to sample per split, weighted by summed weight, as `eval retrieval` (0 = all).
+    #[arg(long, default_value_t = 2000)]
+    pub queries: usize,
+    /// Documents ranked (and judged at most) per query.
+    #[arg(long, default_value_t = 1000)]
+    pub top_k: usize,
+    /// Sampling seed, as `eval retrieval`.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u32,
+    /// Write `<split>.run` and `<split>.qrels` (TREC) here, for `gclip eval trec`.
+    #[arg(long)]
+    pub trec_dir: Option<PathBuf>,
+    /// Write the per-split reports as one JSON object here.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 pub struct PairsArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -185,6 +212,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Retrieval(a) => retrieval(*a),
         Command::Zeroshot(a) => zeroshot(a),
         Command::Pairs(a) => pairs(a),
+        Command::Oracle(a) => oracle(a),
     }
 }
 
@@ -369,4 +397,113 @@ fn pairs(a: PairsArgs) -> anyhow::Result<()> {
         println!("{:>6} {:>8.4} {:>8.4}", k, rep.t2i[i], rep.i2t[i]);
     }
     write_output(a.output.as_deref(), &serde_json::to_string_pretty(&rep)?)
+}
+
+fn oracle(a: OracleArgs) -> anyhow::Result<()> {
+    let manifest_path = a.shop.join("manifest.json");
+    let manifest: gclip::synth::Manifest = serde_json::from_slice(
+        &std::fs::read(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    let oracle = gclip::synth::AttributeOracle::load(&a.shop)?;
+    let wanted: Vec<&gclip::synth::write::SplitManifest> = if a.splits.is_empty() {
+        manifest
+            .splits
+            .iter()
+            .filter(|s| s.name != "train")
+            .collect()
+    } else {
+        a.splits
+            .iter()
+            .map(|name| {
+                manifest
+                    .splits
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .with_context(|| {
+                        let known: Vec<&str> =
+                            manifest.splits.iter().map(|s| s.name.as_str()).collect();
+                        format!(
+                            "no split {name:?} in {}; known: {known:?}",
+                            manifest_path.display()
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let cutoffs: Vec<usize> = MARQO_CUTOFFS
+        .iter()
+        .copied()
+        .filter(|&k| k <= a.top_k)
+        .collect();
+    let cfg = RetrievalConfig {
+        num_queries: (a.queries > 0).then_some(a.queries),
+        top_k: a.top_k,
+        seed: a.seed,
+        metrics: MetricConfig::with_cutoffs(if cutoffs.is_empty() {
+            vec![a.top_k]
+        } else {
+            cutoffs
+        }),
+        progress: gclip::progress::Progress::Silent,
+        ..RetrievalConfig::default()
+    };
+    if let Some(d) = &a.trec_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut reports = serde_json::Map::new();
+    let mut summary = String::from("split            nDCG@10      ERR  RBP@0.9   MRR@10\n");
+    for split in wanted {
+        let data = Table::read(&a.shop.join(&split.file), &cfg.doc_id_key)?;
+        let corpus = Table::read(&a.shop.join(&split.corpus), &cfg.doc_id_key)?;
+        let score = |q: &str, d: &str| oracle.score(q, d).unwrap_or(f64::NAN);
+        let rep = gclip::eval::evaluate_scorer(
+            &data,
+            Some(&corpus),
+            &cfg,
+            "attribute-overlap oracle",
+            &score,
+        )?;
+        println!(
+            "split {} ({} over {}) | {} documents | {} of {} queries (seed {}) | top {}",
+            split.name,
+            split.file,
+            split.corpus,
+            rep.num_documents,
+            rep.queries.len(),
+            rep.num_candidate_queries,
+            rep.seed,
+            rep.top_k
+        );
+        print!("{}", metrics_table(&rep.evaluation));
+        if let Some(d) = &a.trec_dir {
+            let run = d.join(format!("{}.run", split.name));
+            let qrels = d.join(format!("{}.qrels", split.name));
+            gclip::eval::trec::write_run(&run, &rep.run, "oracle")?;
+            gclip::eval::trec::write_qrels(&qrels, &rep.qrels)?;
+            eprintln!("wrote {} and {}", run.display(), qrels.display());
+        }
+        let m = |name: &str| rep.evaluation.mean_of(name).unwrap_or(f64::NAN);
+        summary += &format!(
+            "{:<15} {:>8.4} {:>8.4} {:>8.4} {:>8.4}\n",
+            split.name,
+            m("ndcg@10"),
+            m("err"),
+            m("rbp@0.9"),
+            m("mrr@10")
+        );
+        reports.insert(
+            split.name.clone(),
+            serde_json::from_str(&rep.to_json(false)?)?,
+        );
+    }
+    print!(
+        "\nattribute-overlap oracle on {}\n{summary}",
+        a.shop.display()
+    );
+    write_output(
+        a.output.as_deref(),
+        &serde_json::to_string_pretty(&serde_json::Value::Object(reports))?,
+    )
 }

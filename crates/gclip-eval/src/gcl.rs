@@ -301,19 +301,58 @@ fn embed_rows(enc: &mut dyn FieldEncoder, job: &RowJob<'_>) -> Result<Embeddings
     })
 }
 
-/// Runs the protocol on `data` (query-document pairs with weights) against `corpus`
-/// (or, if `None`, the distinct documents of `data`).
-pub fn evaluate_retrieval(
-    data: &Table,
-    corpus: Option<&Table>,
-    cfg: &RetrievalConfig,
-    enc: &mut dyn FieldEncoder,
-) -> Result<RetrievalReport> {
+/// The model-independent part of the protocol: the sampled queries, the corpus and the
+/// qrels. Any ranking (an embedding model, an oracle) is scored against the same sample.
+struct Prepared {
+    queries: Vec<SampledQuery>,
+    /// First data row of each sampled query (where its fields are read from).
+    query_rows: Vec<usize>,
+    num_candidate_queries: usize,
+    docs: Docs,
+    qrels: Qrels,
+    left: Vec<(FieldSpec, usize)>,
+    right: Vec<(FieldSpec, usize)>,
+}
+
+impl Prepared {
+    /// trec_eval orders equal scores by document id; this rank reproduces that order so
+    /// the top-k cut is the one trec_eval sees.
+    fn tie_rank(&self) -> Vec<u32> {
+        let ids = &self.docs.ids;
+        let mut by_id: Vec<usize> = (0..ids.len()).collect();
+        by_id.sort_by(|&a, &b| ids[a].as_bytes().cmp(ids[b].as_bytes()));
+        let mut tie = vec![0u32; ids.len()];
+        for (pos, &d) in by_id.iter().enumerate() {
+            tie[d] = pos as u32;
+        }
+        tie
+    }
+
+    fn report(self, run: Run, model_id: String, cfg: &RetrievalConfig) -> Result<RetrievalReport> {
+        // Every sampled query is in the qrels; count one that retrieved nothing as 0.
+        let evaluation = evaluate(&run, &self.qrels, &cfg.metrics, true)?;
+        Ok(RetrievalReport {
+            evaluation,
+            num_candidate_queries: self.num_candidate_queries,
+            queries: self.queries,
+            num_documents: self.docs.ids.len(),
+            run,
+            qrels: self.qrels,
+            model_id,
+            left: self.left.into_iter().map(|(s, _)| s).collect(),
+            right: self.right.into_iter().map(|(s, _)| s).collect(),
+            top_k: cfg.top_k,
+            seed: cfg.seed,
+            num_queries_requested: cfg.num_queries,
+        })
+    }
+}
+
+fn prepare(data: &Table, corpus: Option<&Table>, cfg: &RetrievalConfig) -> Result<Prepared> {
     cfg.metrics.validate()?;
     if cfg.top_k == 0 {
         return Err(EvalError::Config("top_k must be positive".into()));
     }
-    let model_id = enc.model_id();
 
     // Weights, rescaled over the whole file as eval_gs_v1 does.
     let raw: Vec<f64> = match cfg.weight_key.as_deref().and_then(|k| data.column(k)) {
@@ -447,8 +486,7 @@ pub fn evaluate_retrieval(
 
     // Qrels: the top_k rows of each sampled query by weight; relevance = rescaled weight.
     let mut qrels = Qrels::new();
-    for q in &queries {
-        let g: usize = q.qid[1..].parse().unwrap_or(0);
+    for (q, &g) in queries.iter().zip(&sampled) {
         let mut rows = groups[&keys[g]].clone();
         rows.sort_by_key(|&r| std::cmp::Reverse(weights[r]));
         let mut best: HashMap<String, i64> = HashMap::new();
@@ -462,16 +500,37 @@ pub fn evaluate_retrieval(
             qrels.insert(&q.qid, &d, w)?;
         }
     }
-
-    // Embeddings.
     let query_rows: Vec<usize> = sampled.iter().map(|&g| groups[&keys[g]][0]).collect();
+    Ok(Prepared {
+        queries,
+        query_rows,
+        num_candidate_queries: keys.len(),
+        docs,
+        qrels,
+        left,
+        right,
+    })
+}
+
+/// Runs the protocol on `data` (query-document pairs with weights) against `corpus`
+/// (or, if `None`, the distinct documents of `data`).
+pub fn evaluate_retrieval(
+    data: &Table,
+    corpus: Option<&Table>,
+    cfg: &RetrievalConfig,
+    enc: &mut dyn FieldEncoder,
+) -> Result<RetrievalReport> {
+    let model_id = enc.model_id();
+    let p = prepare(data, corpus, cfg)?;
+    let doc_table = corpus.unwrap_or(data);
+
     let qmat = embed_rows(
         enc,
         &RowJob {
             table: data,
-            fields: &left,
-            rows: &query_rows,
-            names: &|i| format!("query {:?}", queries[i].key),
+            fields: &p.left,
+            rows: &p.query_rows,
+            names: &|i| format!("query {:?}", p.queries[i].key),
             batch: cfg.batch_size,
             progress: cfg.progress,
             what: "embedding queries",
@@ -481,45 +540,72 @@ pub fn evaluate_retrieval(
         enc,
         &RowJob {
             table: doc_table,
-            fields: &right,
-            rows: &docs.rows,
-            names: &|i| format!("document {:?}", docs.ids[i]),
+            fields: &p.right,
+            rows: &p.docs.rows,
+            names: &|i| format!("document {:?}", p.docs.ids[i]),
             batch: cfg.batch_size,
             progress: cfg.progress,
             what: "embedding documents",
         },
     )?;
 
-    // Retrieval with trec_eval's tie order, so the top-k cut is the one trec_eval sees.
-    let mut by_id: Vec<usize> = (0..docs.ids.len()).collect();
-    by_id.sort_by(|&a, &b| docs.ids[a].as_bytes().cmp(docs.ids[b].as_bytes()));
-    let mut tie = vec![0u32; docs.ids.len()];
-    for (pos, &d) in by_id.iter().enumerate() {
-        tie[d] = pos as u32;
-    }
-    let hits = top_k(&qmat, &dmat, cfg.top_k, Some(&tie))?;
+    let hits = top_k(&qmat, &dmat, cfg.top_k, Some(&p.tie_rank()))?;
     let mut run = Run::new();
-    for (q, h) in queries.iter().zip(&hits) {
+    for (q, h) in p.queries.iter().zip(&hits) {
         for &(d, s) in h {
-            run.push(&q.qid, &docs.ids[d], s as f64);
+            run.push(&q.qid, &p.docs.ids[d], s as f64);
         }
     }
-    // Every sampled query is in the qrels; count one that retrieved nothing as 0.
-    let evaluation = evaluate(&run, &qrels, &cfg.metrics, true)?;
-    Ok(RetrievalReport {
-        evaluation,
-        num_candidate_queries: keys.len(),
-        queries,
-        num_documents: docs.ids.len(),
-        run,
-        qrels,
-        model_id,
-        left: left.into_iter().map(|(s, _)| s).collect(),
-        right: right.into_iter().map(|(s, _)| s).collect(),
-        top_k: cfg.top_k,
-        seed: cfg.seed,
-        num_queries_requested: cfg.num_queries,
-    })
+    p.report(run, model_id, cfg)
+}
+
+/// Runs the protocol with a scoring function instead of a model: `score(query, document)`
+/// gets the query key (the query-id column's value when [`RetrievalConfig::query_id_key`]
+/// is set, else the query fields' text) and the document id; higher is better. The same
+/// query sample, qrels, top-k cut and tie order as [`evaluate_retrieval`], so an oracle or
+/// a lexical baseline reads on the same scale as a model. `name` is reported as the model.
+pub fn evaluate_scorer(
+    data: &Table,
+    corpus: Option<&Table>,
+    cfg: &RetrievalConfig,
+    name: &str,
+    score: &(dyn Fn(&str, &str) -> f64 + Sync),
+) -> Result<RetrievalReport> {
+    use rayon::prelude::*;
+    let p = prepare(data, corpus, cfg)?;
+    let tie = p.tie_rank();
+    let ids = &p.docs.ids;
+    let k = cfg.top_k.min(ids.len());
+    let ranked: Vec<Vec<(usize, f64)>> = p
+        .queries
+        .par_iter()
+        .map(|q| {
+            let mut all: Vec<(usize, f64)> = ids
+                .iter()
+                .enumerate()
+                .map(|(d, id)| (d, score(&q.key, id)))
+                .collect();
+            for (d, s) in &all {
+                if !s.is_finite() {
+                    return Err(EvalError::Config(format!(
+                        "{name}: score of query {:?} and document {:?} is not finite",
+                        q.key, ids[*d]
+                    )));
+                }
+            }
+            // Equal scores: larger tie rank first, as trec_eval (docno descending).
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(tie[b.0].cmp(&tie[a.0])));
+            all.truncate(k);
+            Ok(all)
+        })
+        .collect::<Result<_>>()?;
+    let mut run = Run::new();
+    for (q, h) in p.queries.iter().zip(&ranked) {
+        for &(d, s) in h {
+            run.push(&q.qid, &ids[d], s);
+        }
+    }
+    p.report(run, name.to_owned(), cfg)
 }
 
 /// Identity of a document when the data has no document-id column: its field values,

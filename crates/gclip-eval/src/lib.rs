@@ -27,7 +27,9 @@ pub mod zeroshot;
 pub use data::{FieldKind, FieldSpec, Table};
 pub use encoder::{weights_fingerprint, CacheStats, CachedEncoder};
 pub use error::{BoxError, EvalError, Result};
-pub use gcl::{evaluate_retrieval, RetrievalConfig, RetrievalReport, MARQO_CUTOFFS};
+pub use gcl::{
+    evaluate_retrieval, evaluate_scorer, RetrievalConfig, RetrievalReport, MARQO_CUTOFFS,
+};
 pub use gclip_vectors::{Embeddings, FieldEncoder};
 pub use metrics::{evaluate, Evaluation, Metric, MetricConfig, Qrels, Run};
 pub use pairs::{evaluate_pairs, PairsReport};

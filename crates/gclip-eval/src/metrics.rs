@@ -29,7 +29,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use crate::error::{EvalError, Result};
 
 /// Relevance judgements: query id -> document id -> graded relevance.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Qrels {
     queries: BTreeMap<String, HashMap<String, i64>>,
 }

@@ -452,3 +452,48 @@ fn zero_shot_and_pairs_with_known_geometry() {
     assert_eq!(rep.i2t[2], 1.0);
     assert!(rep.t2i[0] < 1.0 && rep.t2i[0] > 0.0);
 }
+
+/// A scoring function sees the same query sample, qrels and tie order as a model: scoring
+/// by the fake encoder's own cosine reproduces its report exactly, and an unknown pair
+/// (a NaN score) is an error naming it.
+#[test]
+fn scorer_ranks_on_the_same_sample_and_qrels_as_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Table::read(&make_dataset(dir.path()), "product_id").unwrap();
+    let cfg = config();
+    let model = evaluate_retrieval(&data, None, &cfg, &mut Fake::default()).unwrap();
+    // Document P<q>-<j> has grade 10 + 13 j + q; the fake's cosine falls with the grade's
+    // complement, so "higher grade, higher score" for the query's own documents.
+    let score = |query: &str, doc: &str| -> f64 {
+        let q: usize = query.trim_start_matches("query ").parse().unwrap();
+        let (dq, j) = doc[1..].split_once('-').unwrap();
+        let (dq, j): (usize, usize) = (dq.parse().unwrap(), j.parse().unwrap());
+        if dq == q {
+            1.0 + (10 + 13 * j + q) as f64 / 1000.0
+        } else {
+            0.0
+        }
+    };
+    let scored = gclip_eval::evaluate_scorer(&data, None, &cfg, "grade", &score).unwrap();
+    assert_eq!(scored.model_id, "grade");
+    assert_eq!(
+        scored.queries.iter().map(|q| &q.qid).collect::<Vec<_>>(),
+        model.queries.iter().map(|q| &q.qid).collect::<Vec<_>>()
+    );
+    assert_eq!(scored.qrels, model.qrels);
+    for (a, b) in scored.evaluation.mean.iter().zip(&model.evaluation.mean) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+    assert!((scored.evaluation.mean_of("ndcg@10").unwrap() - 1.0).abs() < 1e-12);
+
+    let err = gclip_eval::evaluate_scorer(&data, None, &cfg, "broken", &|_, d| {
+        if d == "P0-1" {
+            f64::NAN
+        } else {
+            0.0
+        }
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("broken") && err.contains("P0-1"), "{err}");
+}

@@ -12,11 +12,13 @@
 //! - [`Catalog::generate`] builds everything in memory (no images).
 //! - [`render_product`] draws a product image from its own RNG.
 //! - [`generate`] writes a dataset directory (see [`mod@write`] for its layout).
+//! - [`AttributeOracle`] scores a shop by attribute overlap: the protocol's ceiling.
 //!
 //! Everything is a pure function of [`SynthConfig`]: the same seed gives
 //! byte-identical files, whatever the number of threads.
 
 mod catalog;
+pub mod oracle;
 mod raster;
 mod render;
 mod shapes;
@@ -30,6 +32,7 @@ pub use catalog::{
     AttributeNames, Attributes, Catalog, DocSet, HeldOutCombo, Judgement, Product, Query, QuerySet,
     QuerySpec, Split, ZeroShotClass, ZeroShotSet,
 };
+pub use oracle::AttributeOracle;
 pub use render::{render_attributes_with_mask, render_product, silhouette_mask};
 pub use write::{generate, Generated, Manifest, Progress, Stage};
 
@@ -73,6 +76,24 @@ pub enum SynthError {
         /// The cause.
         #[source]
         source: csv::Error,
+    },
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file could not be parsed.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
     },
     /// A JSON file could not be written.
     #[error("writing JSON {path}: {source}")]

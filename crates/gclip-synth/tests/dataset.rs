@@ -454,3 +454,40 @@ fn in_memory_catalogue_matches_written_files() {
         assert_eq!(file.as_raw(), p.image(cfg.image_size).unwrap().as_raw());
     }
 }
+
+/// The oracle counts a query's attributes a product has (by id or by query text), with
+/// popularity below one attribute, and knows nothing of ids it was not given.
+#[test]
+fn oracle_counts_matching_attributes_with_popularity_as_tie_break() {
+    let cfg = small_config(5);
+    let dir = tempfile::tempdir().unwrap();
+    generate(&cfg, dir.path(), |_| {}).unwrap();
+    let oracle = gclip_synth::AttributeOracle::load(dir.path()).unwrap();
+    let queries = json(&dir.path().join("queries.json"));
+    let corpus = json(&dir.path().join("corpus.json"));
+    let corpus = corpus.as_object().unwrap();
+    assert_eq!(oracle.num_documents(), corpus.len());
+    let mut checked = 0;
+    for q in queries.as_array().unwrap().iter().take(20) {
+        let want = q["attributes"].as_object().unwrap();
+        for (pid, doc) in corpus.iter().take(40) {
+            let has = doc["attributes"].as_object().unwrap();
+            let matched = want.iter().filter(|(k, v)| has.get(*k) == Some(*v)).count();
+            let pop = doc["popularity"].as_f64().unwrap().min(0.999);
+            let by_id = oracle.score(q["query_id"].as_str().unwrap(), pid).unwrap();
+            let by_text = oracle.score(q["query"].as_str().unwrap(), pid).unwrap();
+            assert_eq!(by_id, by_text);
+            assert_eq!(by_id.floor() as usize, matched, "{q} vs {pid}");
+            assert!((by_id - matched as f64 - pop).abs() < 1e-6);
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+    assert_eq!(oracle.score("no such query", "p000000"), None);
+    assert_eq!(
+        oracle.score(queries[0]["query_id"].as_str().unwrap(), "p999999x"),
+        None
+    );
+    let missing = gclip_synth::AttributeOracle::load(&dir.path().join("nope")).unwrap_err();
+    assert!(missing.to_string().contains("queries.json"), "{missing}");
+}
