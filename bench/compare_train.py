@@ -1,10 +1,14 @@
-# Run: cd /work/main && /work/refvenv/bin/python bench/compare_train.py [--batch 32] [--steps 20] [--threads 2] [--rounds 2]
-"""Training steps/s of the tiny reference model: open_clip on PyTorch vs gclip-train, side by side.
+# Run (from the repository root, with a Python that has torch + open_clip):
+#   python bench/compare_train.py [--model tiny|experiment] [--batch 32] [--steps 20] [--threads 2] [--rounds 2]
+"""Training steps/s: open_clip on PyTorch vs gclip's fast CPU step vs gclip-train on candle, side by side.
 
-Both sides start from tests/fixtures/reference/train/tiny (open_clip layout), use the same batch
+Models: `tiny` starts every side from tests/fixtures/reference/train/tiny (open_clip layout);
+`experiment` is the GCL-vs-CLIP experiment's architecture (ViT 64 px / patch 16 / width 128 x 4,
+text width 64 x 3, 64-d) with random weights on each side. All sides use the same batch
 shape (random images, full-length texts ending in the largest id), the CLIP loss, a full backward,
 global-norm clipping at 1.0 and AdamW (no decay on gains/biases/embeddings/logit scale). PyTorch
-runs open_clip's model in train mode; gclip-train runs `cargo bench --bench train_step`. Rounds
+runs open_clip's model in train mode; gclip runs `cargo bench -p gclip-fasttrain --bench fast_step`
+(the default CPU backend of `gclip train`) and `cargo bench -p gclip-train --bench train_step` (candle). Rounds
 alternate between the two; the best round of each is reported with the ratio gclip / PyTorch.
 On a shared, loaded machine PyTorch's 2-thread OpenMP pool suffers most from contention: also
 run `--threads 1` and check `uptime` before trusting a ratio.
@@ -22,20 +26,31 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests/fixtures/reference/train/tiny"
 
 
-def torch_steps_per_s(batch, steps, threads):
+EXPERIMENT = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 128, "head_width": 32, "layers": 4},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3},
+}
+
+
+def torch_steps_per_s(batch, steps, threads, model_name):
     import open_clip
     import torch
     import torch.nn.functional as F
     from safetensors.torch import load_file
 
     torch.set_num_threads(threads)
-    cfg = json.loads((TINY / "open_clip_config.json").read_text())["model_cfg"]
+    if model_name == "tiny":
+        cfg = json.loads((TINY / "open_clip_config.json").read_text())["model_cfg"]
+    else:
+        cfg = EXPERIMENT
     with tempfile.TemporaryDirectory() as td:
-        p = Path(td) / "tiny-bench.json"
+        p = Path(td) / f"{model_name}-bench.json"
         p.write_text(json.dumps(cfg))
         open_clip.add_model_config(p)
-        model = open_clip.create_model("tiny-bench", pretrained=None)
-    model.load_state_dict(load_file(str(TINY / "open_clip_model.safetensors")), strict=True)
+        model = open_clip.create_model(f"{model_name}-bench", pretrained=None)
+    if model_name == "tiny":
+        model.load_state_dict(load_file(str(TINY / "open_clip_model.safetensors")), strict=True)
     model.train()
     s = cfg["vision_cfg"]["image_size"]
     ctx = cfg["text_cfg"]["context_length"]
@@ -74,10 +89,10 @@ def torch_steps_per_s(batch, steps, threads):
     return steps / (time.perf_counter() - t)
 
 
-def gclip_steps_per_s(batch, steps, threads):
+def gclip_steps_per_s(batch, steps, threads, model_name, crate, bench):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     out = subprocess.run(
-        ["cargo", "bench", "-q", "-p", "gclip-train", "--bench", "train_step", "--", str(batch), str(steps)],
+        ["cargo", "bench", "-q", "-p", crate, "--bench", bench, "--", str(batch), str(steps), model_name],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     ).stdout
     line = [l for l in out.splitlines() if l.startswith("{")][-1]
@@ -86,19 +101,24 @@ def gclip_steps_per_s(batch, steps, threads):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=["tiny", "experiment"], default="tiny")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-candle", action="store_true", help="skip the (slow) candle backend")
     a = ap.parse_args()
-    best_t, best_g = 0.0, 0.0
+    best = {"torch": 0.0, "fast": 0.0, "candle": 0.0}
     for _ in range(a.rounds):
-        best_t = max(best_t, torch_steps_per_s(a.batch, a.steps, a.threads))
-        best_g = max(best_g, gclip_steps_per_s(a.batch, a.steps, a.threads))
-    print(f"tiny model (open_clip config {TINY.name}), batch {a.batch}, {a.threads} threads, best of {a.rounds}")
-    print(f"  open_clip / torch : {best_t:8.2f} steps/s  ({best_t * a.batch:8.1f} pairs/s)")
-    print(f"  gclip-train       : {best_g:8.2f} steps/s  ({best_g * a.batch:8.1f} pairs/s)")
-    print(f"  ratio gclip/torch : {best_g / best_t:.2f}")
+        best["torch"] = max(best["torch"], torch_steps_per_s(a.batch, a.steps, a.threads, a.model))
+        best["fast"] = max(best["fast"], gclip_steps_per_s(a.batch, a.steps, a.threads, a.model, "gclip-fasttrain", "fast_step"))
+        if not a.no_candle:
+            best["candle"] = max(best["candle"], gclip_steps_per_s(a.batch, a.steps, a.threads, a.model, "gclip-train", "train_step"))
+    print(f"model {a.model}, batch {a.batch}, {a.threads} threads, best of {a.rounds}")
+    names = {"torch": "open_clip / torch", "fast": "gclip fast step", "candle": "gclip-train (candle)"}
+    for k, label in names.items():
+        if best[k] > 0:
+            print(f"  {label:22}: {best[k]:8.2f} steps/s  ({best[k] * a.batch:8.1f} pairs/s)  x{best[k] / best['torch']:.2f} torch")
 
 
 if __name__ == "__main__":

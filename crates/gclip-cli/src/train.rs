@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use gclip::train::{LossKind, Progress, ScoreToWeight, TrainConfig};
+use gclip::train::{Backend, LossKind, Progress, ScoreToWeight, TrainConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -72,6 +72,10 @@ pub struct Args {
     /// [default: the checkpoint's own ecosystem's].
     #[arg(long, value_name = "PIPELINE")]
     image_pipeline: Option<gclip::ImagePipeline>,
+    /// Training step implementation: auto (the fast CPU step where the architecture allows,
+    /// else candle), fast, or candle [default: auto].
+    #[arg(long)]
+    backend: Option<Backend>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -83,7 +87,7 @@ fn apply(args: Args, mut c: TrainConfig) -> anyhow::Result<(TrainConfig, bool)> 
     }
     set!(data => data, loss => loss, epochs => epochs, batch_size => batch_size, lr => lr,
          warmup => warmup, weight_decay => weight_decay, accum => accum_steps, seed => seed,
-         output => output, save_every => save_every);
+         output => output, save_every => save_every, backend => backend);
     if let Some(p) = args.eval_data {
         c.eval_data = Some(p);
     }

@@ -2,7 +2,8 @@
 //! backward, clipped AdamW), to compare with open_clip on PyTorch:
 //! `python bench/compare_train.py` runs both side by side.
 //!
-//! `cargo bench -p gclip-train --bench train_step [-- BATCH STEPS]`
+//! `cargo bench -p gclip-train --bench train_step [-- BATCH STEPS MODEL]` (MODEL: `tiny`,
+//! the default, or `experiment`: the GCL-vs-CLIP experiment's architecture).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,11 +20,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let batch: usize = args.first().map_or(Ok(32), |s| s.parse())?;
     let steps: usize = args.get(1).map_or(Ok(20), |s| s.parse())?;
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reference/train/tiny");
-    let lw = gclip_model::load_weights(&dir, &Default::default())?;
-    let cfg = lw.config.clone();
-    let vm = lw.weights.to_var_map(&Device::Cpu)?;
+    let name = args.get(2).map_or("tiny", |s| s.as_str());
+    let (cfg, weights) = match name {
+        "tiny" => {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/reference/train/tiny");
+            let lw = gclip_model::load_weights(&dir, &Default::default())?;
+            (lw.config, lw.weights)
+        }
+        // The GCL-vs-CLIP experiment's architecture, random weights.
+        "experiment" => {
+            let cfg = gclip_model::ClipConfig::from_open_clip_json(&serde_json::json!({
+                "embed_dim": 64,
+                "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 128, "head_width": 32, "layers": 4},
+                "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3}
+            }))?;
+            let w = gclip_model::Weights::random(&cfg, 0)?;
+            (cfg, w)
+        }
+        other => return Err(format!("unknown model `{other}` (tiny or experiment)").into()),
+    };
+    let vm = weights.to_var_map(&Device::Cpu)?;
     let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let model = gclip_model::ClipModel::new(cfg.clone(), vb)?;
     let vars: Vec<_> = vm

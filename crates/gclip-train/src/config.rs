@@ -32,6 +32,33 @@ impl std::str::FromStr for LossKind {
     }
 }
 
+/// Which implementation runs the training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The fast CPU step (`gclip-fasttrain`) when it covers the architecture, else candle.
+    #[default]
+    Auto,
+    /// The fast CPU step; an architecture it does not cover is an error.
+    Fast,
+    /// candle autograd (the reference implementation).
+    Candle,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "fast" => Ok(Backend::Fast),
+            "candle" => Ok(Backend::Candle),
+            _ => Err(TrainError::Config(format!(
+                "unknown backend `{s}` (expected auto, fast or candle)"
+            ))),
+        }
+    }
+}
+
 /// Maps the value of the `weightKey` column to a pair weight.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -216,6 +243,8 @@ pub struct TrainConfig {
     /// Stop after this many optimizer steps (for smoke runs).
     #[serde(alias = "max_steps")]
     pub max_steps: Option<usize>,
+    /// Which implementation runs the step (`auto`: the fast CPU step where it applies).
+    pub backend: Backend,
 }
 
 impl Default for TrainConfig {
@@ -253,6 +282,7 @@ impl Default for TrainConfig {
             resume: None,
             context_length: None,
             max_steps: None,
+            backend: Backend::Auto,
         }
     }
 }

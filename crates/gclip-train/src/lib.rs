@@ -13,13 +13,15 @@ pub mod codecs;
 pub mod config;
 pub mod data;
 pub mod error;
+mod fast;
 pub mod losses;
 pub mod metrics;
 pub mod optim;
+mod plot;
 pub mod schedule;
 pub mod trainer;
 
 pub use codecs::{BpeTextEncoder, CheckpointInfo, ClipImageLoader, Codecs, StartingPoint};
-pub use config::{LossKind, ScoreToWeight, TrainConfig};
+pub use config::{Backend, LossKind, ScoreToWeight, TrainConfig};
 pub use error::{Result, TrainError};
 pub use trainer::{Progress, TrainSummary, Trainer};

@@ -114,109 +114,325 @@ impl MetricsLog {
     }
 }
 
-/// A polyline of (x, y) points and its colour.
-type Series = (Vec<(f32, f32)>, Rgb<u8>);
+/// Panels per row of `curves.png`.
+pub const CURVES_COLUMNS: u32 = 3;
+/// Rows of panels.
+pub const CURVES_ROWS: u32 = 2;
+/// Width of one panel in pixels.
+pub const CURVES_PANEL_WIDTH: u32 = crate::plot::PANEL_W;
+/// Height of one panel in pixels.
+pub const CURVES_PANEL_HEIGHT: u32 = crate::plot::PANEL_H;
+/// Height of the band at the top of each panel that holds its title.
+pub const CURVES_TITLE_BAND: u32 = crate::plot::TITLE_BAND;
 
-const W: u32 = 640;
-const H: u32 = 240;
-const PAD: u32 = 16;
+/// The panel titles of `curves.png`, row by row.
+pub const CURVES_TITLES: [&str; 6] = [
+    "Training loss",
+    "Learning rate",
+    "Logit scale",
+    "Gradient norm (before clipping)",
+    "Throughput",
+    "Held-out recall (left to right)",
+];
 
-fn line(img: &mut RgbImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), c: Rgb<u8>) {
-    let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-    for i in 0..=n {
-        let t = i as f32 / n as f32;
-        let x = (x0 + t * (x1 - x0)).round();
-        let y = (y0 + t * (y1 - y0)).round();
-        for (dx, dy) in [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0)] {
-            let (px, py) = (x + dx, y + dy);
-            if px >= 0.0 && py >= 0.0 && (px as u32) < img.width() && (py as u32) < img.height() {
-                img.put_pixel(px as u32, py as u32, c);
-            }
-        }
-    }
-}
-
-/// Plots `(x, y)` series into the panel whose top edge is `top`, each scaled
-/// to the panel (x shared across series, y per `range`).
-fn panel(img: &mut RgbImage, top: u32, series: &[Series], xmax: f32, yrange: (f32, f32)) {
-    let grey = Rgb([220, 220, 220]);
-    let (x0, x1) = (PAD as f32, (W - PAD) as f32);
-    let (y0, y1) = ((top + PAD) as f32, (top + H - PAD) as f32);
-    for g in 0..=4 {
-        let y = y0 + (y1 - y0) * g as f32 / 4.0;
-        line(img, (x0, y), (x1, y), grey);
-    }
-    line(img, (x0, y0), (x0, y1), Rgb([0, 0, 0]));
-    line(img, (x0, y1), (x1, y1), Rgb([0, 0, 0]));
-    let (lo, hi) = yrange;
-    let span = if hi > lo { hi - lo } else { 1.0 };
-    let map = |(x, y): (f32, f32)| {
-        (
-            x0 + (x1 - x0) * if xmax > 0.0 { x / xmax } else { 0.0 },
-            y1 - (y1 - y0) * ((y - lo) / span),
-        )
-    };
-    for (pts, c) in series {
-        for w in pts.windows(2) {
-            line(img, map(w[0]), map(w[1]), *c);
-        }
-        if pts.len() == 1 {
-            let p = map(pts[0]);
-            line(img, (p.0 - 2.0, p.1), (p.0 + 2.0, p.1), *c);
-        }
-    }
-}
-
-/// Writes a two-panel PNG: top, training loss per step (blue) with its
-/// eval loss (orange dots joined); bottom, held-out recall@1 (green) and
-/// recall@5 (red) on a 0..1 scale. No text is drawn (no font dependency);
-/// the numbers are in `metrics.jsonl`.
+/// Writes `curves.png`: six titled panels with labelled axes and tick values (text in a
+/// font shipped with the crate). Row 1: training loss per step with the held-out loss
+/// (markers), the learning rate, `exp(logit_scale)`; row 2: the global gradient norm
+/// before clipping, pairs/s, held-out recall@1 / @5 on 0..1. A panel without data says
+/// why (no steps yet, no `evalData` configured).
 pub fn plot_curves(steps: &[StepRecord], evals: &[EvalRecord], path: &Path) -> Result<()> {
-    let mut img = RgbImage::from_pixel(W, 2 * H, Rgb([255, 255, 255]));
-    let xmax = steps
-        .iter()
-        .map(|s| s.step)
-        .chain(evals.iter().map(|e| e.step))
-        .max()
-        .unwrap_or(1) as f32;
-    let loss: Vec<(f32, f32)> = steps.iter().map(|s| (s.step as f32, s.loss)).collect();
-    let eval_loss: Vec<(f32, f32)> = evals.iter().map(|e| (e.step as f32, e.loss)).collect();
-    let all = loss
-        .iter()
-        .chain(&eval_loss)
-        .map(|p| p.1)
-        .filter(|v| v.is_finite());
-    let (lo, hi) = all.fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(v), b.max(v)));
-    let yr = if lo <= hi {
-        (lo.min(0.0), hi)
-    } else {
-        (0.0, 1.0)
+    use crate::plot::{draw_panel, PanelSpec, Series, Text, BACKGROUND};
+    let blue = Rgb([31, 119, 180]);
+    let orange = Rgb([255, 127, 14]);
+    let green = Rgb([44, 160, 44]);
+    let red = Rgb([214, 39, 40]);
+    let purple = Rgb([148, 103, 189]);
+    let brown = Rgb([140, 86, 75]);
+    let per_step = |f: fn(&StepRecord) -> f64| -> Vec<(f64, f64)> {
+        steps.iter().map(|s| (s.step as f64, f(s))).collect()
     };
-    panel(
-        &mut img,
-        0,
-        &[
-            (loss, Rgb([31, 119, 180])),
-            (eval_loss, Rgb([255, 127, 14])),
-        ],
-        xmax,
-        yr,
+    let per_eval = |f: fn(&EvalRecord) -> f64| -> Vec<(f64, f64)> {
+        evals.iter().map(|e| (e.step as f64, f(e))).collect()
+    };
+    const NO_STEPS: &str = "no optimizer step logged yet";
+    const XL: &str = "optimizer step";
+    let line = |label, points, color| Series {
+        label,
+        points,
+        color,
+        markers: false,
+    };
+    let mut loss_series = vec![line("train", per_step(|s| s.loss as f64), blue)];
+    if !evals.is_empty() {
+        loss_series.push(Series {
+            label: "held-out",
+            points: per_eval(|e| e.loss as f64),
+            color: orange,
+            markers: true,
+        });
+    }
+    let panels = [
+        PanelSpec {
+            title: CURVES_TITLES[0],
+            x_label: XL,
+            y_label: "loss",
+            series: loss_series,
+            y_range: None,
+            y_from_zero: false,
+            empty_message: NO_STEPS,
+        },
+        PanelSpec {
+            title: CURVES_TITLES[1],
+            x_label: XL,
+            y_label: "learning rate",
+            series: vec![line("lr", per_step(|s| s.lr), purple)],
+            y_range: None,
+            y_from_zero: true,
+            empty_message: NO_STEPS,
+        },
+        PanelSpec {
+            title: CURVES_TITLES[2],
+            x_label: XL,
+            y_label: "exp(logit_scale)",
+            series: vec![line("scale", per_step(|s| s.logit_scale as f64), brown)],
+            y_range: None,
+            y_from_zero: false,
+            empty_message: NO_STEPS,
+        },
+        PanelSpec {
+            title: CURVES_TITLES[3],
+            x_label: XL,
+            y_label: "global L2 norm",
+            series: vec![line("norm", per_step(|s| s.grad_norm), red)],
+            y_range: None,
+            y_from_zero: true,
+            empty_message: NO_STEPS,
+        },
+        PanelSpec {
+            title: CURVES_TITLES[4],
+            x_label: XL,
+            y_label: "pairs / s",
+            series: vec![line("pairs/s", per_step(|s| s.samples_per_s), blue)],
+            y_range: None,
+            y_from_zero: true,
+            empty_message: NO_STEPS,
+        },
+        PanelSpec {
+            title: CURVES_TITLES[5],
+            x_label: XL,
+            y_label: "recall",
+            series: if evals.is_empty() {
+                Vec::new()
+            } else {
+                vec![
+                    Series {
+                        label: "recall@1",
+                        points: per_eval(|e| e.recall_at_1 as f64),
+                        color: green,
+                        markers: true,
+                    },
+                    Series {
+                        label: "recall@5",
+                        points: per_eval(|e| e.recall_at_5 as f64),
+                        color: red,
+                        markers: true,
+                    },
+                ]
+            },
+            y_range: Some((0.0, 1.0)),
+            y_from_zero: true,
+            empty_message: NO_EVAL_MESSAGE,
+        },
+    ];
+    let mut img = RgbImage::from_pixel(
+        CURVES_COLUMNS * CURVES_PANEL_WIDTH,
+        CURVES_ROWS * CURVES_PANEL_HEIGHT,
+        BACKGROUND,
     );
-    let r1: Vec<(f32, f32)> = evals
-        .iter()
-        .map(|e| (e.step as f32, e.recall_at_1))
-        .collect();
-    let r5: Vec<(f32, f32)> = evals
-        .iter()
-        .map(|e| (e.step as f32, e.recall_at_5))
-        .collect();
-    panel(
-        &mut img,
-        H,
-        &[(r1, Rgb([44, 160, 44])), (r5, Rgb([214, 39, 40]))],
-        xmax,
-        (0.0, 1.0),
-    );
+    let text = Text::new();
+    for (i, p) in panels.iter().enumerate() {
+        let (c, r) = (i as u32 % CURVES_COLUMNS, i as u32 / CURVES_COLUMNS);
+        draw_panel(
+            &mut img,
+            &text,
+            (c * CURVES_PANEL_WIDTH, r * CURVES_PANEL_HEIGHT),
+            p,
+        );
+    }
     img.save(path)
         .map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))
+}
+
+/// What the recall panel says when the run has no held-out data.
+pub const NO_EVAL_MESSAGE: &str = "no held-out data: set evalData in the config";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: u32 = CURVES_PANEL_WIDTH;
+    const H: u32 = CURVES_PANEL_HEIGHT;
+
+    fn records(n: usize) -> Vec<StepRecord> {
+        (1..=n)
+            .map(|i| StepRecord {
+                step: i,
+                epoch: 0,
+                loss: 4.0 / (1.0 + i as f32 * 0.1),
+                lr: 1e-4 * i as f64 / n as f64,
+                grad_norm: 2.0 + (i as f64).sin(),
+                logit_scale: 14.3 + i as f32 * 0.01,
+                samples_per_s: 300.0 + i as f64,
+                skipped_rows: 0,
+            })
+            .collect()
+    }
+
+    fn render(steps: &[StepRecord], evals: &[EvalRecord]) -> RgbImage {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("curves.png");
+        plot_curves(steps, evals, &p).unwrap();
+        image::open(&p).expect("curves.png decodes").to_rgb8()
+    }
+
+    /// Pixels in the rectangle that satisfy `f`.
+    fn count(
+        img: &RgbImage,
+        (x0, y0, x1, y1): (u32, u32, u32, u32),
+        f: impl Fn(&Rgb<u8>) -> bool,
+    ) -> usize {
+        let mut n = 0;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                if f(img.get_pixel(x, y)) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn dark(p: &Rgb<u8>) -> bool {
+        p.0.iter().all(|&c| c < 160)
+    }
+
+    fn panel_origin(i: u32) -> (u32, u32) {
+        ((i % CURVES_COLUMNS) * W, (i / CURVES_COLUMNS) * H)
+    }
+
+    #[test]
+    fn curves_have_the_documented_size_and_titled_panels() {
+        let evals = vec![
+            EvalRecord {
+                step: 0,
+                recall_at_1: 0.1,
+                recall_at_5: 0.3,
+                loss: 4.2,
+            },
+            EvalRecord {
+                step: 20,
+                recall_at_1: 0.4,
+                recall_at_5: 0.7,
+                loss: 3.1,
+            },
+        ];
+        let img = render(&records(20), &evals);
+        assert_eq!(img.dimensions(), (CURVES_COLUMNS * W, CURVES_ROWS * H));
+        for i in 0..CURVES_COLUMNS * CURVES_ROWS {
+            let (x, y) = panel_origin(i);
+            let title = count(&img, (x, y, x + W, y + CURVES_TITLE_BAND), dark);
+            // A title of 10+ glyphs at 17 px covers hundreds of dark pixels.
+            assert!(title > 150, "panel {i} title band has {title} dark pixels");
+            // Tick labels left of the plot area.
+            let yticks = count(&img, (x, y + CURVES_TITLE_BAND, x + 62, y + H - 48), dark);
+            assert!(yticks > 40, "panel {i}: y tick labels missing ({yticks})");
+            // Tick labels and axis label under the plot area.
+            let xticks = count(&img, (x + 70, y + H - 44, x + W, y + H), dark);
+            assert!(xticks > 40, "panel {i}: x labels missing ({xticks})");
+        }
+        // The recall panel holds its green recall@1 line.
+        let (x, y) = panel_origin(5);
+        let green = count(&img, (x, y, x + W, y + H), |p| p.0 == [44, 160, 44]);
+        assert!(green > 20, "recall@1 not drawn ({green})");
+        // The loss panel shows the held-out loss markers (orange).
+        let (x, y) = panel_origin(0);
+        let orange = count(&img, (x, y, x + W, y + H), |p| p.0 == [255, 127, 14]);
+        assert!(orange > 20, "held-out loss not drawn ({orange})");
+    }
+
+    #[test]
+    fn an_empty_panel_says_why() {
+        let with = render(
+            &records(5),
+            &[EvalRecord {
+                step: 5,
+                recall_at_1: 0.5,
+                recall_at_5: 0.9,
+                loss: 3.0,
+            }],
+        );
+        let without = render(&records(5), &[]);
+        let (x, y) = panel_origin(5);
+        // The middle band of the plot area, where the message is written.
+        let mid = (x + 75, y + H / 2 - 20, x + W - 20, y + H / 2 + 10);
+        let grey =
+            |p: &Rgb<u8>| p.0.iter().all(|&c| c < 200) && p.0[0] == p.0[1] && p.0[1] == p.0[2];
+        let msg = count(&without, mid, grey);
+        assert!(
+            msg > 100,
+            "no message in the empty recall panel ({msg} grey pixels)"
+        );
+        let greens = count(&without, (x, y, x + W, y + H), |p| p.0 == [44, 160, 44]);
+        assert_eq!(greens, 0, "an empty panel draws no series");
+        // With data the same band has no text (the recall lines do not pass through it
+        // as a grey run).
+        let msg_with = count(&with, mid, grey);
+        assert!(
+            msg_with < msg / 4,
+            "message drawn over data ({msg_with} vs {msg})"
+        );
+        // No steps at all: every step panel says so, and the file is still written.
+        let none = render(&[], &[]);
+        for i in 0..5 {
+            let (x, y) = panel_origin(i);
+            let m = count(
+                &none,
+                (x + 75, y + H / 2 - 20, x + W - 20, y + H / 2 + 10),
+                grey,
+            );
+            assert!(m > 100, "panel {i}: no 'no step' message ({m})");
+        }
+    }
+
+    #[test]
+    fn tick_values_are_round_and_labels_short() {
+        use crate::plot::{tick_label, ticks};
+        assert_eq!(
+            ticks(0.0, 1.0, 5),
+            vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+        );
+        let t = ticks(0.0, 1e-4, 5);
+        assert_eq!(t.len(), 6);
+        assert_eq!(tick_label(t[1], t[1] - t[0]), "2e-5");
+        assert_eq!(tick_label(0.25, 0.25), "0.25");
+        assert_eq!(tick_label(7.5, 2.5), "7.5");
+        assert_eq!(tick_label(40.0, 20.0), "40");
+        assert_eq!(tick_label(0.0, 0.2), "0");
+        let t = ticks(3.2, 4.4, 5);
+        assert!(
+            t.iter().all(|v| (3.2..=4.4 + 1e-9).contains(v)) && t.len() >= 3,
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn shipped_font_has_every_printable_ascii_glyph() {
+        use ab_glyph::Font;
+        let f =
+            ab_glyph::FontRef::try_from_slice(include_bytes!("../assets/DejaVuSans-subset.ttf"))
+                .unwrap();
+        for c in ' '..='~' {
+            assert_ne!(f.glyph_id(c).0, 0, "no glyph for {c:?}");
+        }
+    }
 }

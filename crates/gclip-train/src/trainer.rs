@@ -12,9 +12,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::codecs::{Codecs, StartingPoint};
-use crate::config::{LossKind, TrainConfig};
+use crate::config::{Backend, LossKind, TrainConfig};
 use crate::data::{load_dataset, Dataset, Example, Field, ImageLoader, TextEncoder};
 use crate::error::{Result, TrainError};
+use crate::fast::{FastState, RawBatch, RawField};
 use crate::losses::{clip_loss, fuse_fields, gcl_loss};
 use crate::metrics::{EvalRecord, MetricsLog, StepRecord};
 use crate::optim::{clip_grad_norm, is_no_decay, AdamW, AdamWParams, GradAccumulator};
@@ -97,6 +98,10 @@ pub struct Trainer {
     epoch: usize,
     batch_in_epoch: usize,
     skipped_rows: usize,
+    /// Every model variable by canonical name (the fast path copies its weights into them).
+    vars: Vec<(String, Var)>,
+    /// The fast CPU step, when the backend is `fast` (or `auto` on a covered architecture).
+    fast: Option<FastState>,
 }
 
 /// The tower a canonical (open_clip) tensor name belongs to.
@@ -160,12 +165,14 @@ impl Trainer {
             .map(|(_, v)| v.clone())
             .ok_or_else(|| TrainError::Model("the model has no logit_scale".into()))?;
         let trainable: Vec<(String, Var)> = vars
-            .into_iter()
+            .iter()
+            .cloned()
             .filter(|(n, _)| {
                 let img = is_image_param(n);
                 is_shared_param(n) || (img && !cfg.lock_image) || (!img && !cfg.lock_text)
             })
             .collect();
+        let trainable_names: Vec<String> = trainable.iter().map(|(n, _)| n.clone()).collect();
         let opt = AdamW::new(
             trainable,
             AdamWParams {
@@ -176,6 +183,32 @@ impl Trainer {
             },
             is_no_decay,
         )?;
+        let adam = gclip_fasttrain::optim::AdamWConfig {
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        };
+        let fast = match cfg.backend {
+            Backend::Candle => None,
+            Backend::Fast => Some(FastState::new(
+                &model_cfg,
+                &weights,
+                &trainable_names,
+                adam,
+                is_no_decay,
+            )?),
+            Backend::Auto => {
+                match FastState::new(&model_cfg, &weights, &trainable_names, adam, is_no_decay) {
+                    Ok(f) => Some(f),
+                    Err(TrainError::Config(why)) => {
+                        tracing::info!("training on candle: {why}");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
         let train = load_dataset(&cfg.data, &cfg)?;
         for (row, why) in &train.rejected {
             tracing::warn!("{} row {row} rejected: {why}", cfg.data.display());
@@ -209,6 +242,8 @@ impl Trainer {
             epoch: 0,
             batch_in_epoch: 0,
             skipped_rows: 0,
+            vars,
+            fast,
         };
         if let Some(dir) = t.cfg.resume.clone() {
             t.load_checkpoint(&dir)?;
@@ -226,8 +261,27 @@ impl Trainer {
         &self.model
     }
 
+    /// Which implementation runs the training step.
+    pub fn backend(&self) -> Backend {
+        if self.fast.is_some() {
+            Backend::Fast
+        } else {
+            Backend::Candle
+        }
+    }
+
+    /// Copies the fast model's weights into the candle variables, which checkpoints,
+    /// evaluation and the saved model read.
+    fn sync(&self) -> Result<()> {
+        match &self.fast {
+            Some(f) => f.sync_to(&self.vars),
+            None => Ok(()),
+        }
+    }
+
     /// Current values of every tensor, canonical open_clip names.
     pub fn weights(&self) -> Result<Weights> {
+        self.sync()?;
         Weights::from_var_map(&self.varmap).map_err(|e| TrainError::Model(e.to_string()))
     }
 
@@ -449,33 +503,57 @@ impl Trainer {
                 let refs: Vec<&Example> = rows.iter().collect();
                 self.batch_in_epoch += 1;
                 if let Some(batch) = self.make_batch(&refs)? {
-                    let loss = self.batch_loss(&batch)?;
-                    let lv = loss.to_scalar::<f32>()?;
+                    let lv = match self.fast.is_some() {
+                        true => {
+                            let raw = raw_batch(&batch)?;
+                            let gcl = self.cfg.loss == LossKind::Gcl;
+                            let (li, lt) = (self.cfg.lock_image, self.cfg.lock_text);
+                            let f = self.fast.as_mut().expect("checked above");
+                            f.micro_step(&raw, gcl, li, lt)?
+                        }
+                        false => {
+                            let loss = self.batch_loss(&batch)?;
+                            let lv = loss.to_scalar::<f32>()?;
+                            if lv.is_finite() {
+                                let grads = loss.backward()?;
+                                acc.add(&grads, self.opt.vars())?;
+                            }
+                            lv
+                        }
+                    };
                     if !lv.is_finite() {
                         return Err(TrainError::NonFiniteLoss {
                             step: self.step,
                             value: lv,
                         });
                     }
-                    let grads = loss.backward()?;
-                    acc.add(&grads, self.opt.vars())?;
                     step_loss += lv;
                     step_rows += batch.left_ids.len();
                 }
                 let boundary = self.batch_in_epoch.is_multiple_of(self.cfg.accum_steps)
                     || self.batch_in_epoch == nb;
-                if boundary && acc.count() > 0 {
-                    let micro = acc.count();
-                    let mut grads = acc.take()?;
+                let pending = match &self.fast {
+                    Some(f) => f.micro_count(),
+                    None => acc.count(),
+                };
+                if boundary && pending > 0 {
+                    let micro = pending;
                     let lr = cosine_with_warmup(self.step, self.cfg.lr, self.cfg.warmup, total);
-                    let norm = match self.cfg.max_grad_norm {
-                        Some(m) => clip_grad_norm(&mut grads, m)?,
-                        None => crate::optim::grad_norm(&grads)?,
+                    let (norm, scale) = match &mut self.fast {
+                        Some(f) => f.update(lr, self.cfg.max_grad_norm)?,
+                        None => {
+                            let mut grads = acc.take()?;
+                            let norm = match self.cfg.max_grad_norm {
+                                Some(m) => clip_grad_norm(&mut grads, m)?,
+                                None => crate::optim::grad_norm(&grads)?,
+                            };
+                            self.opt.step(&grads, lr)?;
+                            // open_clip clamps the scale after every update.
+                            let ls = self.logit_scale.as_tensor().clamp(0f32, 100f32.ln())?;
+                            self.logit_scale.set(&ls)?;
+                            (norm, ls.exp()?.to_vec0::<f32>()?)
+                        }
                     };
-                    self.opt.step(&grads, lr)?;
-                    // open_clip clamps the scale after every update.
-                    let ls = self.logit_scale.as_tensor().clamp(0f32, 100f32.ln())?;
-                    self.logit_scale.set(&ls)?;
                     self.step += 1;
                     let secs = t_step.elapsed().as_secs_f64().max(1e-9);
                     t_step = Instant::now();
@@ -485,7 +563,7 @@ impl Trainer {
                         loss: step_loss / micro as f32,
                         lr,
                         grad_norm: norm,
-                        logit_scale: ls.exp()?.to_vec0::<f32>()?,
+                        logit_scale: scale,
                         samples_per_s: step_rows as f64 / secs,
                         skipped_rows: self.skipped_rows,
                     };
@@ -548,6 +626,7 @@ impl Trainer {
     /// training; a retrieved right item is a hit when it has the query row's
     /// right id. Without eval data, an error.
     pub fn evaluate(&mut self) -> Result<EvalRecord> {
+        self.sync()?;
         let Some(ds) = self.eval.take() else {
             return Err(TrainError::Config("no evalData configured".into()));
         };
@@ -597,8 +676,12 @@ impl Trainer {
     /// Writes a resumable checkpoint (model, optimizer state, position) to `dir`.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        self.sync()?;
         self.varmap.save(dir.join("model.safetensors"))?;
-        self.opt.save(&dir.join("optimizer.safetensors"))?;
+        match &self.fast {
+            Some(f) => f.save_optimizer(&dir.join("optimizer.safetensors"))?,
+            None => self.opt.save(&dir.join("optimizer.safetensors"))?,
+        }
         let st = CheckpointState {
             step: self.step,
             epoch: self.epoch,
@@ -633,6 +716,9 @@ impl Trainer {
             .load(&mp)
             .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", mp.display())))?;
         self.opt.load(&dir.join("optimizer.safetensors"))?;
+        if let Some(f) = &mut self.fast {
+            f.load(&self.vars, &dir.join("optimizer.safetensors"))?;
+        }
         self.step = st.step;
         self.epoch = st.epoch;
         self.batch_in_epoch = st.batch_in_epoch;
@@ -646,6 +732,31 @@ impl Trainer {
         let w = self.weights()?;
         crate::codecs::save_model(&self.model_cfg, &w, self.preprocess.as_ref(), dir)
     }
+}
+
+/// The fast step's inputs from a candle batch (the same rows, weights and ids).
+fn raw_batch(b: &Batch) -> Result<RawBatch> {
+    let side = |fields: &[FieldBatch]| -> Result<Vec<RawField>> {
+        fields
+            .iter()
+            .map(|f| {
+                Ok(match f {
+                    FieldBatch::Text(ids) => RawField::Text(ids.to_vec2::<u32>()?),
+                    FieldBatch::Image(px) => RawField::Image(px.flatten_all()?.to_vec1::<f32>()?),
+                })
+            })
+            .collect()
+    };
+    Ok(RawBatch {
+        n: b.left_ids.len(),
+        left: side(&b.left)?,
+        left_alpha: b.left_alpha.flatten_all()?.to_vec1::<f32>()?,
+        right: side(&b.right)?,
+        right_alpha: b.right_alpha.flatten_all()?.to_vec1::<f32>()?,
+        weights: b.weights.to_vec1::<f32>()?,
+        left_ids: b.left_ids.clone(),
+        right_ids: b.right_ids.clone(),
+    })
 }
 
 fn named_vars(vm: &VarMap) -> Result<Vec<(String, Var)>> {
