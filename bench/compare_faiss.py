@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+ROUNDS = 3
+
 
 def make_data(n, nq, dim, clusters, seed):
     rng = np.random.default_rng(seed)
@@ -66,22 +68,26 @@ def run_faiss(base, queries, gt, args):
     for ef in args.ef:
         index.hnsw.efSearch = ef
         got = np.empty((len(queries), args.k), dtype=np.int64)
-        t = time.perf_counter()
-        if args.threads == 1:
-            for i in range(len(queries)):
-                _, ids = index.search(queries[i:i + 1], args.k)
-                got[i] = ids[0]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
+        # Fastest of ROUNDS passes, as gclip's bench reports (other jobs only slow a pass).
+        secs = float("inf")
+        for _ in range(ROUNDS):
+            t = time.perf_counter()
+            if args.threads == 1:
+                for i in range(len(queries)):
+                    _, ids = index.search(queries[i:i + 1], args.k)
+                    got[i] = ids[0]
+            else:
+                from concurrent.futures import ThreadPoolExecutor
 
-            def one(i):
-                _, ids = index.search(queries[i:i + 1], args.k)
-                got[i] = ids[0]
+                def one(i):
+                    _, ids = index.search(queries[i:i + 1], args.k)
+                    got[i] = ids[0]
 
-            with ThreadPoolExecutor(args.threads) as ex:
-                list(ex.map(one, range(len(queries))))
-        secs = time.perf_counter() - t
-        yield {"engine": "faiss", "ef": ef, f"recall_at_{args.k}": recall(got, gt), "qps": len(queries) / secs}
+                with ThreadPoolExecutor(args.threads) as ex:
+                    list(ex.map(one, range(len(queries))))
+            secs = min(secs, time.perf_counter() - t)
+        yield {"engine": "faiss", "ef": ef, f"recall_at_{args.k}": recall(got, gt), "qps": len(queries) / secs,
+               "rounds": ROUNDS}
 
 
 def run_gclip(base_path, q_path, args, precision, extra):

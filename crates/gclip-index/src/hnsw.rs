@@ -19,6 +19,11 @@ pub trait Space: Sync {
     fn to_query(&self, i: u32) -> f32;
     /// Hints that node `i` will be read soon (graph walks are memory bound).
     fn prefetch(&self, _i: u32) {}
+    /// Distances of four nodes; spaces override it with a kernel that overlaps the four
+    /// rows' reads.
+    fn to_query4(&self, ids: [u32; 4]) -> [f32; 4] {
+        ids.map(|i| self.to_query(i))
+    }
 }
 
 /// Distance between two stored nodes (used to build the graph).
@@ -251,11 +256,11 @@ impl Hnsw {
             while results.len() > ef {
                 results.pop();
             }
+            let mut fresh = [0u32; 256];
             while let Some(Reverse(c)) = cands.pop() {
                 if results.len() >= ef && results.peek().is_some_and(|w| c.dist > w.dist) {
                     break;
                 }
-                let mut fresh = [0u32; 256];
                 let mut nf = 0;
                 self.for_neighbors(c.id, layer, |n| {
                     if nf < fresh.len() && visited.insert(n) {
@@ -264,8 +269,7 @@ impl Hnsw {
                         nf += 1;
                     }
                 });
-                for &n in &fresh[..nf] {
-                    let d = space.to_query(n);
+                let mut consider = |n: u32, d: f32| {
                     let full = results.len() >= ef;
                     if !full || results.peek().is_some_and(|w| d < w.dist) {
                         cands.push(Reverse(Cand { dist: d, id: n }));
@@ -276,6 +280,18 @@ impl Hnsw {
                             }
                         }
                     }
+                };
+                let mut at = 0;
+                while at + 4 <= nf {
+                    let ids = [fresh[at], fresh[at + 1], fresh[at + 2], fresh[at + 3]];
+                    let d = space.to_query4(ids);
+                    for k in 0..4 {
+                        consider(ids[k], d[k]);
+                    }
+                    at += 4;
+                }
+                for &n in &fresh[at..nf] {
+                    consider(n, space.to_query(n));
                 }
             }
             let mut out = results.into_vec();
@@ -345,6 +361,8 @@ impl Hnsw {
             let w = self.search_layer(&space, &eps, self.ef_construction, layer, None);
             let w: Vec<Cand> = w.into_iter().filter(|c| c.id != i).collect();
             let cap = if layer == 0 { self.m0 } else { self.m };
+            // A new node keeps M links (its neighbours' reverse links fill layer 0 up to 2M);
+            // taking 2M at once measured lower recall at the same beam on clustered data.
             let chosen = self.select(ns, &w, self.m);
             {
                 // One lock at a time (never two), so concurrent inserts cannot deadlock.
@@ -387,6 +405,35 @@ impl Hnsw {
                     .store(((level as u64) << 32) | i as u64, AO::Release);
             }
         }
+    }
+
+    /// Node ids `from..to` in insertion order: highest level first (as faiss adds them), so
+    /// the upper layers form before the bulk of layer 0 routes through them.
+    pub fn insertion_order(&self, from: u32, to: u32) -> Vec<u32> {
+        let mut ids: Vec<u32> = (from..to.min(self.len() as u32)).collect();
+        ids.sort_by_key(|&i| std::cmp::Reverse(self.levels[i as usize]));
+        ids
+    }
+
+    /// Inserts `ids` in their order on the current rayon pool's threads: each thread takes the
+    /// next id from a shared counter, so the graph grows in that order (a split of the range
+    /// into per-thread halves would build two interleaved graphs). `done` is called every
+    /// 1024 nodes.
+    pub fn insert_all<N: NodeSpace>(&self, ns: &N, ids: &[u32], done: &(dyn Fn(usize) + Sync)) {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = rayon::current_num_threads().max(1);
+        rayon::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|_| loop {
+                    let k = next.fetch_add(1, AO::Relaxed);
+                    let Some(&i) = ids.get(k) else { break };
+                    self.insert(ns, i);
+                    if k % 1024 == 1023 {
+                        done(1024);
+                    }
+                });
+            }
+        });
     }
 
     /// Writes the graph (not the vectors).
