@@ -571,6 +571,56 @@ impl Index {
         Ok(())
     }
 
+    /// Takes deleted vectors out of the graph and the store: graph links to them are repaired
+    /// (see [`Hnsw::unlink`]), the repaired graph is checkpointed, then their rows are removed
+    /// from redb (on open a missing row reads as a zero vector that nothing links to). Searches
+    /// keep running; writes wait. Returns the number of vectors taken out. Deletes call it on
+    /// their own once deleted vectors still in the graph pass a fifth of it.
+    pub fn compact(&self) -> Result<usize> {
+        let _w = self.writer.lock();
+        self.compact_locked()
+    }
+
+    fn compact_locked(&self) -> Result<usize> {
+        let t0 = Instant::now();
+        let dead: Vec<u64> = {
+            let st = self.state.read();
+            if st.graph.len() < st.vids.len() {
+                // Vectors not yet linked (an open still catching up): nothing to repair safely.
+                return Ok(0);
+            }
+            let is_dead = |v: u32| st.vids[v as usize].doc == DEAD;
+            let b = space::Build(&st.vectors);
+            let repaired = st.graph.unlink(&b, &is_dead);
+            tracing::info!(index = %self.name, repaired, "graph links to deleted vectors repaired");
+            (0..st.vids.len() as u64)
+                .filter(|&v| st.vids[v as usize].doc == DEAD)
+                .collect()
+        };
+        // The repaired graph must be durable before the rows it no longer needs are dropped.
+        self.state.write().graph_saved = usize::MAX;
+        self.checkpoint()?;
+        let tx = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut vt = tx.open_table(VECTORS)?;
+            for &v in &dead {
+                if vt.remove(v)?.is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        tracing::info!(
+            index = %self.name,
+            vectors = dead.len(),
+            rows_removed = removed,
+            secs = t0.elapsed().as_secs_f64(),
+            "compacted"
+        );
+        Ok(dead.len())
+    }
+
     /// Commits the pending text changes to tantivy (called by writers, under the writer
     /// lock, after the redb commit). A failure is logged, not returned: the write is already
     /// durable, and the text index is marked stale so that the next open rebuilds it.
@@ -594,7 +644,9 @@ impl Index {
     fn link(&self, from: usize, to: usize) {
         let st = self.state.read();
         let b = space::Build(&st.vectors);
-        let order = st.graph.insertion_order(from as u32, to as u32);
+        let mut order = st.graph.insertion_order(from as u32, to as u32);
+        // Deleted vectors (their rows may be gone after a compaction) are not linked.
+        order.retain(|&v| st.vids.get(v as usize).is_some_and(|i| i.doc != DEAD));
         st.graph.insert_all(&b, &order, &|_| {});
     }
 
@@ -1451,7 +1503,7 @@ impl Index {
             let st = self.state.read();
             (st.graph_saved, st.graph.len())
         };
-        if n - saved >= 20_000.max(saved / 5) {
+        if n.saturating_sub(saved) >= 20_000.max(saved / 5) {
             self.checkpoint()?;
         }
         Ok(())
@@ -1562,6 +1614,15 @@ impl Index {
                 st.generation = generation + 1;
             }
             self.commit_text();
+            let (routing_dead, nodes) = {
+                let st = self.state.read();
+                let n = st.graph.len();
+                let dead = n.saturating_sub(st.live_vectors);
+                (dead.saturating_sub(st.graph.unlinked_nodes().min(dead)), n)
+            };
+            if routing_dead >= 1000.max(nodes / 5) {
+                self.compact_locked()?;
+            }
         }
         let found: HashSet<&str> = present.iter().map(|(i, _)| i.as_str()).collect();
         let items: Vec<ItemStatus> = ids
@@ -1619,6 +1680,11 @@ impl Index {
             number_of_documents: st.ids.len(),
             number_of_vectors: st.live_vectors,
             graph_nodes: n,
+            deleted_vectors: n.saturating_sub(st.live_vectors),
+            compacted_vectors: st
+                .graph
+                .unlinked_nodes()
+                .min(n.saturating_sub(st.live_vectors)),
             bytes_on_disk: bytes,
             bytes_in_memory: (n * (st.vectors.bytes_per_row() + st.graph.bytes_per_node())) as u64,
         })
