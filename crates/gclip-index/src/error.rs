@@ -98,6 +98,12 @@ pub enum Error {
     },
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    #[error("text index at {path}: {source}")]
+    TextIndex {
+        path: PathBuf,
+        #[source]
+        source: Box<tantivy::TantivyError>,
+    },
 }
 
 impl Error {
@@ -120,7 +126,8 @@ impl Error {
             Error::LayoutVersion { .. }
             | Error::Storage(_)
             | Error::Io { .. }
-            | Error::Corrupt(_) => "internal",
+            | Error::Corrupt(_)
+            | Error::TextIndex { .. } => "internal",
         }
     }
 

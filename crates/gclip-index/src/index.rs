@@ -13,13 +13,12 @@ use crate::embedder::{Embedder, ImageInput};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hnsw::{Cand, Hnsw};
-use crate::lexical::{Lexical, LexicalQuery};
+use crate::lexical::{LexicalQuery, TextIndex, TextOp};
 use crate::settings::{IndexSettings, SpaceType};
 use crate::space;
 use crate::types::*;
 use crate::vectors::{Metric, VectorData};
 use parking_lot::{Mutex, RwLock};
-use rayon::prelude::*;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -87,7 +86,12 @@ struct State {
     field_names: Vec<String>,
     vectors: VectorData,
     graph: Hnsw,
-    lexical: Lexical,
+    /// Text changes not yet committed to the tantivy index.
+    text_ops: Vec<TextOp>,
+    /// The redb write counter (every write transaction increments it).
+    generation: u64,
+    /// A text commit failed: later commits are tagged stale so the next open rebuilds.
+    text_stale: bool,
     live_vectors: usize,
     graph_saved: usize,
 }
@@ -129,10 +133,17 @@ impl State {
                 }
             }
         }
-        for (field, value) in &rec.fields {
-            for text in lexical_texts(value, rec.tensor.get(field)) {
-                self.lexical.add(slot, field, text);
-            }
+        let texts: Vec<(String, String)> = rec
+            .fields
+            .iter()
+            .flat_map(|(field, value)| {
+                lexical_texts(value, rec.tensor.get(field))
+                    .into_iter()
+                    .map(move |t| (field.clone(), t.to_string()))
+            })
+            .collect();
+        if !texts.is_empty() {
+            self.text_ops.push(TextOp::Add(id.clone(), texts));
         }
         self.ids.insert(id.clone(), slot);
         self.docs.push(Some(DocState { id, rec }));
@@ -164,7 +175,7 @@ impl State {
                 }
             }
         }
-        self.lexical.remove(slot);
+        self.text_ops.push(TextOp::Delete(d.id.clone()));
         self.ids.remove(&d.id);
     }
 }
@@ -193,6 +204,7 @@ pub struct Index {
     embedder: RwLock<Option<Arc<dyn Embedder>>>,
     state: RwLock<State>,
     writer: Mutex<()>,
+    text: TextIndex,
 }
 
 impl std::fmt::Debug for Index {
@@ -385,6 +397,8 @@ impl Index {
         };
         let dim = u64_of("dim")? as usize;
         let next_vid = u64_of("next_vid")? as usize;
+        // Indexes written before the counter existed start at 0 (their text index is rebuilt).
+        let generation = u64_of("generation").unwrap_or(0);
         let uuid = String::from_utf8(meta_get(&meta, "uuid")?.unwrap_or_default())
             .map_err(|_| corrupt("uuid is not UTF-8"))?;
         if let Some(e) = &embedder {
@@ -443,7 +457,9 @@ impl Index {
             field_names: Vec::new(),
             vectors,
             graph: Hnsw::new(p.m, p.ef_construction, 0x5eed),
-            lexical: Lexical::default(),
+            text_ops: Vec::new(),
+            generation,
+            text_stale: false,
             live_vectors: 0,
             graph_saved: 0,
         };
@@ -464,6 +480,18 @@ impl Index {
             state.graph = g;
         }
         state.graph_saved = covered;
+        let text_dir = dir.join("text");
+        let text = TextIndex::open(&text_dir)?;
+        let want = format!("{uuid} {generation}");
+        let ops = std::mem::take(&mut state.text_ops);
+        if text.payload().as_deref() != Some(want.as_str()) {
+            tracing::info!(
+                index = name,
+                documents = state.ids.len(),
+                "rebuilding the text index from the documents"
+            );
+            text.commit(true, ops, &want)?;
+        }
         let index = Self {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -475,6 +503,7 @@ impl Index {
             embedder: RwLock::new(embedder),
             state: RwLock::new(state),
             writer: Mutex::new(()),
+            text,
         };
         if covered < next_vid {
             tracing::info!(
@@ -542,13 +571,83 @@ impl Index {
         Ok(())
     }
 
+    /// Takes deleted vectors out of the graph and the store: graph links to them are repaired
+    /// (see [`Hnsw::unlink`]), the repaired graph is checkpointed, then their rows are removed
+    /// from redb (on open a missing row reads as a zero vector that nothing links to). Searches
+    /// keep running; writes wait. Returns the number of vectors taken out. Deletes call it on
+    /// their own once deleted vectors still in the graph pass a fifth of it.
+    pub fn compact(&self) -> Result<usize> {
+        let _w = self.writer.lock();
+        self.compact_locked()
+    }
+
+    fn compact_locked(&self) -> Result<usize> {
+        let t0 = Instant::now();
+        let dead: Vec<u64> = {
+            let st = self.state.read();
+            if st.graph.len() < st.vids.len() {
+                // Vectors not yet linked (an open still catching up): nothing to repair safely.
+                return Ok(0);
+            }
+            let is_dead = |v: u32| st.vids[v as usize].doc == DEAD;
+            let b = space::Build(&st.vectors);
+            let repaired = st.graph.unlink(&b, &is_dead);
+            tracing::info!(index = %self.name, repaired, "graph links to deleted vectors repaired");
+            (0..st.vids.len() as u64)
+                .filter(|&v| st.vids[v as usize].doc == DEAD)
+                .collect()
+        };
+        // The repaired graph must be durable before the rows it no longer needs are dropped.
+        self.state.write().graph_saved = usize::MAX;
+        self.checkpoint()?;
+        let tx = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut vt = tx.open_table(VECTORS)?;
+            for &v in &dead {
+                if vt.remove(v)?.is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        tracing::info!(
+            index = %self.name,
+            vectors = dead.len(),
+            rows_removed = removed,
+            secs = t0.elapsed().as_secs_f64(),
+            "compacted"
+        );
+        Ok(dead.len())
+    }
+
+    /// Commits the pending text changes to tantivy (called by writers, under the writer
+    /// lock, after the redb commit). A failure is logged, not returned: the write is already
+    /// durable, and the text index is marked stale so that the next open rebuilds it.
+    fn commit_text(&self) {
+        let (ops, payload) = {
+            let mut st = self.state.write();
+            let payload = if st.text_stale {
+                "stale".to_string()
+            } else {
+                format!("{} {}", self.uuid, st.generation)
+            };
+            (std::mem::take(&mut st.text_ops), payload)
+        };
+        if let Err(e) = self.text.commit(false, ops, &payload) {
+            tracing::error!(index = %self.name, error = %e, "text index commit failed; it is rebuilt on the next open");
+            self.state.write().text_stale = true;
+        }
+    }
+
     /// Links vectors `from..to` (already allocated in the graph) in parallel.
     fn link(&self, from: usize, to: usize) {
         let st = self.state.read();
         let b = space::Build(&st.vectors);
-        (from as u32..to as u32)
-            .into_par_iter()
-            .for_each(|i| st.graph.insert(&b, i));
+        let mut order = st.graph.insertion_order(from as u32, to as u32);
+        // Deleted vectors (their rows may be gone after a compaction) are not linked.
+        order.retain(|&v| st.vids.get(v as usize).is_some_and(|i| i.doc != DEAD));
+        st.graph.insert_all(&b, &order, &|_| {});
     }
 
     pub fn name(&self) -> &str {
@@ -1356,6 +1455,7 @@ impl Index {
             return Ok(());
         }
         // The acknowledgement point: one durable transaction.
+        let generation = self.state.read().generation;
         let tx = self.db.begin_write()?;
         {
             let mut dt = tx.open_table(DOCS)?;
@@ -1373,6 +1473,7 @@ impl Index {
                 vt.insert(*vid, buf.as_slice())?;
             }
             mt.insert("next_vid", next_vid.to_le_bytes().as_slice())?;
+            mt.insert("generation", (generation + 1).to_le_bytes().as_slice())?;
         }
         tx.commit()?;
         let first_new = {
@@ -1393,14 +1494,16 @@ impl Index {
                 st.install(id.clone(), rec);
                 results[cands[ci].pos] = Some(ItemStatus::ok(&id, status, result));
             }
+            st.generation = generation + 1;
             first
         };
+        self.commit_text();
         self.link(first_new, first_new + new_vectors.len());
         let (saved, n) = {
             let st = self.state.read();
             (st.graph_saved, st.graph.len())
         };
-        if n - saved >= 20_000.max(saved / 5) {
+        if n.saturating_sub(saved) >= 20_000.max(saved / 5) {
             self.checkpoint()?;
         }
         Ok(())
@@ -1492,17 +1595,33 @@ impl Index {
                 .collect()
         };
         if !present.is_empty() {
+            let generation = self.state.read().generation;
             let tx = self.db.begin_write()?;
             {
                 let mut dt = tx.open_table(DOCS)?;
                 for (id, _) in &present {
                     dt.remove(id.as_str())?;
                 }
+                let mut mt = tx.open_table(META)?;
+                mt.insert("generation", (generation + 1).to_le_bytes().as_slice())?;
             }
             tx.commit()?;
-            let mut st = self.state.write();
-            for (_, slot) in &present {
-                st.uninstall(*slot, None);
+            {
+                let mut st = self.state.write();
+                for (_, slot) in &present {
+                    st.uninstall(*slot, None);
+                }
+                st.generation = generation + 1;
+            }
+            self.commit_text();
+            let (routing_dead, nodes) = {
+                let st = self.state.read();
+                let n = st.graph.len();
+                let dead = n.saturating_sub(st.live_vectors);
+                (dead.saturating_sub(st.graph.unlinked_nodes().min(dead)), n)
+            };
+            if routing_dead >= 1000.max(nodes / 5) {
+                self.compact_locked()?;
             }
         }
         let found: HashSet<&str> = present.iter().map(|(i, _)| i.as_str()).collect();
@@ -1548,11 +1667,24 @@ impl Index {
                 .map(|m| m.len())
                 .unwrap_or(0);
         }
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("text")) {
+            bytes += rd
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum::<u64>();
+        }
         let n = st.graph.len();
         Ok(IndexStats {
             number_of_documents: st.ids.len(),
             number_of_vectors: st.live_vectors,
             graph_nodes: n,
+            deleted_vectors: n.saturating_sub(st.live_vectors),
+            compacted_vectors: st
+                .graph
+                .unlinked_nodes()
+                .min(n.saturating_sub(st.live_vectors)),
             bytes_on_disk: bytes,
             bytes_in_memory: (n * (st.vectors.bytes_per_row() + st.graph.bytes_per_node())) as u64,
         })
@@ -1788,33 +1920,23 @@ impl Index {
         q: &str,
         filter: Option<&Filter>,
         fields: Option<&[String]>,
-    ) -> Vec<(u32, f32)> {
+    ) -> Result<Vec<(u32, f32)>> {
         let lq = LexicalQuery::parse(q);
-        let text_of = |slot: u32, field: &str| -> Option<String> {
-            let v = st.doc(slot)?.rec.fields.get(field)?;
-            match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Array(a) => Some(
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" . "),
-                ),
-                _ => None,
-            }
-        };
         let max = self.settings.filter_string_max_length;
-        let mut hits: Vec<(u32, f32)> = st
-            .lexical
-            .search(&lq, fields, &text_of)
+        let mut hits: Vec<(u32, f32)> = self
+            .text
+            .search(&lq, fields)?
             .into_iter()
+            // The text index may briefly hold a document the state has not installed yet (or
+            // has just removed): only installed documents are answered.
+            .filter_map(|(id, score)| st.ids.get(&id).map(|&slot| (slot, score)))
             .filter(|(slot, _)| {
                 st.doc(*slot)
                     .is_some_and(|d| filter.is_none_or(|f| f.matches(&d.id, &d.rec.fields, max)))
             })
             .collect();
         hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        hits
+        Ok(hits)
     }
 
     /// Searches the index (tensor, lexical or hybrid), Marqo's parameters and reply shape.
@@ -1897,7 +2019,7 @@ impl Index {
                     &text,
                     filter.as_ref(),
                     req.searchable_attributes.as_deref(),
-                )
+                )?
                 .into_iter()
                 .map(|(s, sc)| (s, self.modify(&st, s, sc, mods), None, None, None))
                 .collect()
@@ -1940,7 +2062,7 @@ impl Index {
                         approximate,
                     )
                 };
-                let lexical = self.lexical_hits(&st, &text, filter.as_ref(), lfields);
+                let lexical = self.lexical_hits(&st, &text, filter.as_ref(), lfields)?;
                 let mut tmap: HashMap<u32, TensorRank> = HashMap::new();
                 for (r, h) in tensor.iter().take(depth).enumerate() {
                     tmap.insert(h.slot, (r + 1, h.score, h.highlight));

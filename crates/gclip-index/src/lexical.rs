@@ -1,30 +1,35 @@
-//! Lexical retrieval: an in-memory inverted index per field with BM25 scoring. It is derived
-//! from the stored documents and rebuilt when an index opens (about a second per 100k short
-//! documents). Quoted phrases are required; other terms are optional and only score.
+//! Lexical retrieval on tantivy: one tantivy index per gclip index (`text/` beside
+//! `index.redb`), derived from the stored documents. Each (document, text field) pair is one
+//! tantivy document (`_id`, `field`, `text` with positions), so a search can be restricted to
+//! some fields and scores are summed over the fields a document matches. BM25 statistics are
+//! tantivy's (k1 1.2, b 0.75), over the text of all fields.
+//!
+//! Every commit carries a payload `<index uuid> <generation>`, the generation being the redb
+//! write counter it reflects; on open a text index whose payload differs from the store's is
+//! rebuilt from the documents (a crash between the redb commit, which is the acknowledgement,
+//! and the tantivy commit leaves it one generation behind). Quoted phrases are required,
+//! other terms optional.
 
-use std::collections::HashMap;
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::StrColumn;
+use tantivy::query::{
+    AllQuery, BooleanQuery, ConstScoreQuery, Occur, PhraseQuery, Query, TermQuery,
+};
+use tantivy::schema::{Field, IndexRecordOption, Schema, FAST, STRING, TEXT};
+use tantivy::{
+    DocId, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, TantivyDocument, Term,
+};
 
-const K1: f32 = 1.2;
-const B: f32 = 0.75;
-
-/// Lower-cased alphanumeric runs.
+/// Lower-cased alphanumeric runs (the same split as tantivy's default tokenizer).
 pub fn tokenize(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())
         .map(str::to_lowercase)
         .collect()
-}
-
-#[derive(Default)]
-struct FieldIndex {
-    postings: HashMap<String, Vec<(u32, u32)>>,
-    doc_len: HashMap<u32, u32>,
-    total_len: u64,
-}
-
-#[derive(Default)]
-pub struct Lexical {
-    fields: HashMap<String, FieldIndex>,
 }
 
 /// A parsed lexical query.
@@ -77,120 +82,333 @@ impl LexicalQuery {
     }
 }
 
-impl Lexical {
-    /// Indexes the text of one field of document `doc`.
-    pub fn add(&mut self, doc: u32, field: &str, text: &str) {
-        let toks = tokenize(text);
-        let fi = self.fields.entry(field.to_string()).or_default();
-        let mut tf: HashMap<&str, u32> = HashMap::new();
-        for t in &toks {
-            *tf.entry(t.as_str()).or_default() += 1;
-        }
-        for (t, n) in tf {
-            fi.postings.entry(t.to_string()).or_default().push((doc, n));
-        }
-        *fi.doc_len.entry(doc).or_default() += toks.len() as u32;
-        fi.total_len += toks.len() as u64;
+/// Writer heap: tantivy flushes a segment when it is full.
+const WRITER_BYTES: usize = 32 << 20;
+
+fn text_err(path: &Path, e: tantivy::TantivyError) -> Error {
+    Error::TextIndex {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+/// One document's text to index: `(field, text)` pairs.
+pub(crate) type DocTexts = Vec<(String, String)>;
+
+/// A change to apply to the text index in the next commit.
+pub(crate) enum TextOp {
+    /// Remove every text of this document id.
+    Delete(String),
+    /// Index these texts for this id (after a `Delete` of the same id when it replaces).
+    Add(String, DocTexts),
+}
+
+pub(crate) struct TextIndex {
+    path: PathBuf,
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+    f_id: Field,
+    f_field: Field,
+    f_text: Field,
+}
+
+fn schema() -> (Schema, Field, Field, Field) {
+    let mut b = Schema::builder();
+    let id = b.add_text_field("_id", STRING | FAST);
+    let field = b.add_text_field("field", STRING);
+    let text = b.add_text_field("text", TEXT);
+    (b.build(), id, field, text)
+}
+
+impl TextIndex {
+    /// Opens (or creates) the text index in `path`. One that cannot be opened with this
+    /// schema is deleted and created empty; the caller sees a stale payload and rebuilds it.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let (sch, f_id, f_field, f_text) = schema();
+        let open = || -> tantivy::Result<tantivy::Index> {
+            std::fs::create_dir_all(path)?;
+            let dir = tantivy::directory::MmapDirectory::open(path)?;
+            let index = tantivy::Index::open_or_create(dir, sch.clone())?;
+            Ok(index)
+        };
+        let index = match open() {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "text index unreadable; recreating it");
+                std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
+                open().map_err(|e| text_err(path, e))?
+            }
+        };
+        let writer = index
+            .writer_with_num_threads(1, WRITER_BYTES)
+            .map_err(|e| text_err(path, e))?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| text_err(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            reader,
+            f_id,
+            f_field,
+            f_text,
+        })
     }
 
-    /// Forgets a document (its postings are skipped from now on and dropped lazily).
-    pub fn remove(&mut self, doc: u32) {
-        for fi in self.fields.values_mut() {
-            if let Some(l) = fi.doc_len.remove(&doc) {
-                fi.total_len -= l as u64;
+    /// The payload of the last commit (`<uuid> <generation>`), if any.
+    pub(crate) fn payload(&self) -> Option<String> {
+        let w = self.writer.lock();
+        w.index().load_metas().ok()?.payload
+    }
+
+    /// Applies `ops` and commits with `payload`; `reset` first deletes every document (a
+    /// rebuild). Searches see the change when this returns.
+    pub(crate) fn commit(&self, reset: bool, ops: Vec<TextOp>, payload: &str) -> Result<()> {
+        let mut w = self.writer.lock();
+        let err = |e| text_err(&self.path, e);
+        if reset {
+            w.delete_all_documents().map_err(err)?;
+        }
+        for op in ops {
+            match op {
+                TextOp::Delete(id) => {
+                    w.delete_term(Term::from_field_text(self.f_id, &id));
+                }
+                TextOp::Add(id, texts) => {
+                    for (field, text) in texts {
+                        let mut d = TantivyDocument::default();
+                        d.add_text(self.f_id, &id);
+                        d.add_text(self.f_field, &field);
+                        d.add_text(self.f_text, &text);
+                        w.add_document(d).map_err(err)?;
+                    }
+                }
             }
         }
+        let mut pc = w.prepare_commit().map_err(err)?;
+        pc.set_payload(payload);
+        pc.commit().map_err(err)?;
+        drop(w);
+        self.reader.reload().map_err(err)?;
+        Ok(())
     }
 
-    /// BM25 scores of documents matching `q` in `fields` (all fields when `None`), summed over
-    /// fields. `text_of(doc, field)` gives the field's text, to check phrases.
-    pub fn search(
+    /// Restricts a query to texts of `fields` (every field when `None`).
+    fn within(&self, q: Box<dyn Query>, fields: Option<&[String]>) -> Box<dyn Query> {
+        let Some(fields) = fields else {
+            return q;
+        };
+        let any: Vec<(Occur, Box<dyn Query>)> = fields
+            .iter()
+            .map(|f| {
+                let t = TermQuery::new(
+                    Term::from_field_text(self.f_field, f),
+                    IndexRecordOption::Basic,
+                );
+                (Occur::Should, Box::new(t) as Box<dyn Query>)
+            })
+            .collect();
+        let restriction = ConstScoreQuery::new(Box::new(BooleanQuery::new(any)), 0.0);
+        Box::new(BooleanQuery::new(vec![
+            (Occur::Must, Box::new(restriction) as Box<dyn Query>),
+            (Occur::Must, q),
+        ]))
+    }
+
+    fn term_query(&self, t: &str) -> Box<dyn Query> {
+        Box::new(TermQuery::new(
+            Term::from_field_text(self.f_text, t),
+            IndexRecordOption::WithFreqs,
+        ))
+    }
+
+    fn run(&self, q: &dyn Query) -> Result<HashMap<String, f32>> {
+        let searcher = self.reader.searcher();
+        searcher
+            .search(q, &ById { field: "_id" })
+            .map_err(|e| text_err(&self.path, e))
+    }
+
+    /// BM25 scores by document id of the documents matching `q` in `fields` (all fields when
+    /// `None`), summed over the fields a document matches.
+    pub(crate) fn search(
         &self,
         q: &LexicalQuery,
         fields: Option<&[String]>,
-        text_of: &dyn Fn(u32, &str) -> Option<String>,
-    ) -> HashMap<u32, f32> {
-        let mut scores: HashMap<u32, f32> = HashMap::new();
-        let names: Vec<&String> = match fields {
-            Some(f) => f.iter().filter(|n| self.fields.contains_key(*n)).collect(),
-            None => self.fields.keys().collect(),
-        };
+    ) -> Result<HashMap<String, f32>> {
+        if let Some(f) = fields {
+            if f.is_empty() {
+                return Ok(HashMap::new());
+            }
+        }
         if q.match_all {
-            for n in &names {
-                for &d in self.fields[*n].doc_len.keys() {
-                    scores.insert(d, 1.0);
-                }
-            }
-            return scores;
+            let all = self.within(
+                Box::new(ConstScoreQuery::new(Box::new(AllQuery), 1.0)),
+                fields,
+            );
+            let mut hits = self.run(all.as_ref())?;
+            hits.values_mut().for_each(|s| *s = 1.0);
+            return Ok(hits);
         }
-        for name in &names {
-            let fi = &self.fields[*name];
-            let n_docs = fi.doc_len.len() as f32;
-            if n_docs == 0.0 {
-                continue;
-            }
-            let avg = fi.total_len as f32 / n_docs;
-            for t in &q.terms {
-                let Some(post) = fi.postings.get(t) else {
-                    continue;
-                };
-                let live: Vec<(u32, u32, u32)> = post
-                    .iter()
-                    .filter_map(|&(d, tf)| fi.doc_len.get(&d).map(|&l| (d, tf, l)))
-                    .collect();
-                let df = live.len() as f32;
-                let idf = ((n_docs - df + 0.5) / (df + 0.5) + 1.0).ln();
-                for (d, tf, len) in live {
-                    let tf = tf as f32;
-                    let s = idf * tf * (K1 + 1.0)
-                        / (tf + K1 * (1.0 - B + B * len as f32 / avg.max(1e-6)));
-                    *scores.entry(d).or_default() += s;
-                }
+        if q.terms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut seen = HashSet::new();
+        let terms: Vec<(Occur, Box<dyn Query>)> = q
+            .terms
+            .iter()
+            .filter(|t| seen.insert(t.as_str()))
+            .map(|t| (Occur::Should, self.term_query(t)))
+            .collect();
+        let scored = self.within(Box::new(BooleanQuery::new(terms)), fields);
+        let mut hits = self.run(scored.as_ref())?;
+        for p in &q.phrases {
+            // A phrase must occur inside one field's text.
+            let pq: Box<dyn Query> = if p.len() == 1 {
+                self.term_query(&p[0])
+            } else {
+                Box::new(PhraseQuery::new(
+                    p.iter()
+                        .map(|t| Term::from_field_text(self.f_text, t))
+                        .collect(),
+                ))
+            };
+            let with = self.run(self.within(pq, fields).as_ref())?;
+            hits.retain(|id, _| with.contains_key(id));
+            if hits.is_empty() {
+                break;
             }
         }
-        if !q.phrases.is_empty() {
-            scores.retain(|&d, _| {
-                q.phrases.iter().all(|p| {
-                    names
-                        .iter()
-                        .any(|f| text_of(d, f).is_some_and(|t| contains_phrase(&tokenize(&t), p)))
-                })
-            });
-        }
-        scores
+        Ok(hits)
     }
 }
 
-fn contains_phrase(toks: &[String], phrase: &[String]) -> bool {
-    !phrase.is_empty() && toks.windows(phrase.len()).any(|w| w == phrase)
+/// Collects every match as document id -> summed score, reading ids from the fast field.
+struct ById {
+    field: &'static str,
 }
 
+struct ByIdSegment {
+    ids: Option<StrColumn>,
+    hits: Vec<(u64, Score)>,
+}
+
+impl Collector for ById {
+    type Fruit = HashMap<String, f32>;
+    type Child = ByIdSegment;
+
+    fn for_segment(&self, _: u32, segment: &SegmentReader) -> tantivy::Result<ByIdSegment> {
+        Ok(ByIdSegment {
+            ids: segment.fast_fields().str(self.field)?,
+            hits: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        true
+    }
+
+    fn merge_fruits(&self, parts: Vec<HashMap<String, f32>>) -> tantivy::Result<Self::Fruit> {
+        let mut out: HashMap<String, f32> = HashMap::new();
+        for p in parts {
+            for (id, s) in p {
+                *out.entry(id).or_default() += s;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SegmentCollector for ByIdSegment {
+    type Fruit = HashMap<String, f32>;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        if let Some(col) = &self.ids {
+            if let Some(ord) = col.term_ords(doc).next() {
+                self.hits.push((ord, score));
+            }
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        let mut out: HashMap<String, f32> = HashMap::new();
+        let Some(col) = self.ids else {
+            return out;
+        };
+        let mut by_ord: HashMap<u64, f32> = HashMap::new();
+        for (ord, s) in self.hits {
+            *by_ord.entry(ord).or_default() += s;
+        }
+        let mut id = String::new();
+        for (ord, s) in by_ord {
+            id.clear();
+            if col.ord_to_str(ord, &mut id).unwrap_or(false) {
+                *out.entry(id.clone()).or_default() += s;
+            }
+        }
+        out
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn add(id: &str, text: &str) -> TextOp {
+        TextOp::Add(id.into(), vec![("title".into(), text.into())])
+    }
+
     #[test]
-    fn phrases_are_required_and_bm25_prefers_rare_terms() {
+    fn phrases_are_required_bm25_prefers_rare_terms_and_payload_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TextIndex::open(dir.path()).unwrap();
+        assert_eq!(t.payload(), None);
         let texts = [
             "red shoe for running",
             "blue shoe",
             "red mug",
             "running shoe red",
         ];
-        let mut l = Lexical::default();
-        for (i, t) in texts.iter().enumerate() {
-            l.add(i as u32, "title", t);
-        }
-        let text_of = |d: u32, _: &str| Some(texts[d as usize].to_string());
+        let ops = texts
+            .iter()
+            .enumerate()
+            .map(|(i, x)| add(&i.to_string(), x))
+            .collect();
+        t.commit(false, ops, "u 1").unwrap();
         let q = LexicalQuery::parse("\"red shoe\" running");
         assert_eq!(q.phrases, vec![vec!["red".to_string(), "shoe".to_string()]]);
-        let s = l.search(&q, None, &text_of);
-        assert_eq!(s.keys().copied().collect::<Vec<_>>(), vec![0]);
-        let s = l.search(&LexicalQuery::parse("mug shoe"), None, &text_of);
-        assert!(s[&2] > s[&1], "mug is rarer than shoe");
-        l.remove(2);
-        let s = l.search(&LexicalQuery::parse("mug"), None, &text_of);
-        assert!(s.is_empty());
-        assert_eq!(l.search(&LexicalQuery::parse("*"), None, &text_of).len(), 3);
+        let s = t.search(&q, None).unwrap();
+        assert_eq!(s.keys().cloned().collect::<Vec<_>>(), vec!["0".to_string()]);
+        let s = t.search(&LexicalQuery::parse("mug shoe"), None).unwrap();
+        assert!(s["2"] > s["1"], "mug is rarer than shoe");
+        t.commit(false, vec![TextOp::Delete("2".into())], "u 2")
+            .unwrap();
+        assert!(t
+            .search(&LexicalQuery::parse("mug"), None)
+            .unwrap()
+            .is_empty());
+        assert_eq!(t.search(&LexicalQuery::parse("*"), None).unwrap().len(), 3);
+        let other = ["desc".to_string()];
+        assert!(t
+            .search(&LexicalQuery::parse("shoe"), Some(&other))
+            .unwrap()
+            .is_empty());
+        drop(t);
+        let t = TextIndex::open(dir.path()).unwrap();
+        assert_eq!(t.payload().as_deref(), Some("u 2"));
+        assert_eq!(
+            t.search(&LexicalQuery::parse("shoe"), None).unwrap().len(),
+            3
+        );
+        t.commit(true, vec![add("9", "green mug")], "u 3").unwrap();
+        assert_eq!(
+            t.search(&LexicalQuery::parse("mug shoe"), None)
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec!["9".to_string()]
+        );
     }
 }

@@ -19,6 +19,7 @@ type DotF32 = fn(&[f32], &[f32]) -> f32;
 type DotF16 = fn(&[f32], &[f16]) -> f32;
 type DotI8 = fn(&[f32], &[i8]) -> f32;
 type L2F32 = fn(&[f32], &[f32]) -> f32;
+type Dot4F32 = fn(&[f32], [&[f32]; 4]) -> [f32; 4];
 
 struct Kernels {
     isa: Isa,
@@ -26,6 +27,7 @@ struct Kernels {
     dot_f16: DotF16,
     dot_i8: DotI8,
     l2_f32: L2F32,
+    dot4_f32: Dot4F32,
 }
 
 fn kernels() -> &'static Kernels {
@@ -48,6 +50,7 @@ fn detect() -> Kernels {
                 dot_f16: |a, b| unsafe { x86::dot_f16_avx2(a, b) },
                 dot_i8: |a, b| unsafe { x86::dot_i8_avx2(a, b) },
                 l2_f32: |a, b| unsafe { x86::l2_f32_avx512(a, b) },
+                dot4_f32: |a, b| unsafe { x86::dot4_f32_avx512(a, b) },
             };
         }
         if avx2 && (allow("avx2") || forced.as_deref() == Some("avx512")) {
@@ -57,6 +60,7 @@ fn detect() -> Kernels {
                 dot_f16: |a, b| unsafe { x86::dot_f16_avx2(a, b) },
                 dot_i8: |a, b| unsafe { x86::dot_i8_avx2(a, b) },
                 l2_f32: |a, b| unsafe { x86::l2_f32_avx2(a, b) },
+                dot4_f32: |a, b| unsafe { x86::dot4_f32_avx2(a, b) },
             };
         }
     }
@@ -66,6 +70,7 @@ fn detect() -> Kernels {
         dot_f16: portable::dot_f16,
         dot_i8: portable::dot_i8,
         l2_f32: portable::l2_f32,
+        dot4_f32: portable::dot4_f32,
     }
 }
 
@@ -98,6 +103,15 @@ pub fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
     (kernels().dot_i8)(&a[..n], &b[..n])
 }
 
+/// Dot products of one query with four rows at once: the query is loaded once per step and
+/// the four rows' memory reads overlap (graph walks are bound by those reads). Rows shorter
+/// than the query are read up to the shortest length.
+#[inline]
+pub fn dot4_f32(a: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    let n = rows.iter().fold(a.len(), |n, r| n.min(r.len()));
+    (kernels().dot4_f32)(&a[..n], rows.map(|r| &r[..n]))
+}
+
 /// Squared euclidean distance.
 #[inline]
 pub fn l2_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -124,6 +138,10 @@ pub mod portable {
             s += a[i] * b[i];
         }
         s
+    }
+
+    pub fn dot4_f32(a: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        rows.map(|r| dot_f32(a, r))
     }
 
     pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
@@ -184,6 +202,33 @@ mod x86 {
             i += 1;
         }
         r
+    }
+
+    /// Four rows against one query, two accumulators per row.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4_f32_avx2(a: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        let n = a.len();
+        let pa = a.as_ptr();
+        let p = rows.map(|r| r.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        let mut i = 0;
+        while i + 16 <= n {
+            let q0 = _mm256_loadu_ps(pa.add(i));
+            let q1 = _mm256_loadu_ps(pa.add(i + 8));
+            for k in 0..4 {
+                acc[k][0] = _mm256_fmadd_ps(_mm256_loadu_ps(p[k].add(i)), q0, acc[k][0]);
+                acc[k][1] = _mm256_fmadd_ps(_mm256_loadu_ps(p[k].add(i + 8)), q1, acc[k][1]);
+            }
+            i += 16;
+        }
+        let mut out = [0f32; 4];
+        for k in 0..4 {
+            out[k] = hsum256(_mm256_add_ps(acc[k][0], acc[k][1]));
+            for j in i..n {
+                out[k] += a[j] * rows[k][j];
+            }
+        }
+        out
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -285,6 +330,41 @@ mod x86 {
         r
     }
 
+    /// Four rows against one query, two accumulators per row (eight independent chains).
+    /// The caller passes rows of the query's length.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dot4_f32_avx512(a: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        let n = a.len();
+        let pa = a.as_ptr();
+        let p = rows.map(|r| r.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            let q0 = _mm512_loadu_ps(pa.add(i));
+            let q1 = _mm512_loadu_ps(pa.add(i + 16));
+            for k in 0..4 {
+                acc[k][0] = _mm512_fmadd_ps(_mm512_loadu_ps(p[k].add(i)), q0, acc[k][0]);
+                acc[k][1] = _mm512_fmadd_ps(_mm512_loadu_ps(p[k].add(i + 16)), q1, acc[k][1]);
+            }
+            i += 32;
+        }
+        while i + 16 <= n {
+            let q0 = _mm512_loadu_ps(pa.add(i));
+            for k in 0..4 {
+                acc[k][0] = _mm512_fmadd_ps(_mm512_loadu_ps(p[k].add(i)), q0, acc[k][0]);
+            }
+            i += 16;
+        }
+        let mut out = [0f32; 4];
+        for k in 0..4 {
+            out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[k][0], acc[k][1]));
+            for j in i..n {
+                out[k] += a[j] * rows[k][j];
+            }
+        }
+        out
+    }
+
     #[target_feature(enable = "avx512f")]
     pub unsafe fn l2_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len();
@@ -378,6 +458,27 @@ mod tests {
                 let q: Vec<i8> = b.iter().map(|&x| (x * 127.0) as i8).collect();
                 assert!((d16(&a, &h) - portable::dot_f16(&a, &h)).abs() <= tol);
                 assert!((d8(&a, &q) - portable::dot_i8(&a, &q)).abs() <= tol * 127.0);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        for len in [0usize, 1, 15, 16, 17, 32, 33, 100, 512, 771] {
+            let a = rows(5, len);
+            let r: Vec<Vec<f32>> = (0..4).map(|k| rows(6 + k, len)).collect();
+            let want = [0, 1, 2, 3].map(|k| portable::dot_f32(&a, &r[k]));
+            let tol = 1e-5 * (len as f32 + 1.0);
+            let mut paths: Vec<(&str, super::Dot4F32)> = Vec::new();
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                paths.push(("avx2", |a, b| unsafe { x86::dot4_f32_avx2(a, b) }));
+            }
+            if is_x86_feature_detected!("avx512f") {
+                paths.push(("avx512", |a, b| unsafe { x86::dot4_f32_avx512(a, b) }));
+            }
+            paths.push(("dispatched", dot4_f32));
+            for (name, f) in paths {
+                let got = f(&a, [&r[0], &r[1], &r[2], &r[3]]);
+                for k in 0..4 {
+                    assert!((got[k] - want[k]).abs() <= tol, "{name} dot4 len {len}");
+                }
             }
         }
         // The dispatched entry points agree with the reference too.

@@ -15,6 +15,10 @@ impl Space for Exact<'_> {
         self.v.exact(self.q, i)
     }
     #[inline]
+    fn to_query4(&self, ids: [u32; 4]) -> [f32; 4] {
+        self.v.exact4(self.q, ids)
+    }
+    #[inline]
     fn prefetch(&self, i: u32) {
         self.v.prefetch(i);
     }

@@ -312,8 +312,15 @@ pub struct IndexStats {
     pub number_of_documents: usize,
     /// Live vectors: chunks over all tensor fields.
     pub number_of_vectors: usize,
-    /// Graph nodes, deleted ones included (they stay as routing points).
+    /// Graph nodes, deleted ones included (they route until a compaction takes them out).
     pub graph_nodes: usize,
+    /// Graph nodes whose vector was deleted (replaced or its document removed).
+    #[serde(default)]
+    pub deleted_vectors: usize,
+    /// Deleted vectors already taken out of the graph (and their rows out of the store) by a
+    /// compaction; `deletedVectors - unlinkedVectors` still route searches.
+    #[serde(default)]
+    pub compacted_vectors: usize,
     pub bytes_on_disk: u64,
     /// Approximate resident bytes of vectors and graph.
     pub bytes_in_memory: u64,

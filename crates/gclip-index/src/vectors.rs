@@ -148,6 +148,15 @@ impl VectorData {
         }
     }
 
+    /// Exact float32 distances of a query to four rows (one pass over the query).
+    #[inline]
+    pub fn exact4(&self, q: &[f32], ids: [u32; 4]) -> [f32; 4] {
+        match self.metric {
+            Metric::Dot => simd::dot4_f32(q, ids.map(|i| self.row(i))).map(|d| -d),
+            Metric::L2 => ids.map(|i| self.exact(q, i)),
+        }
+    }
+
     /// Distance read from the compressed codes (exact when the precision is float32).
     #[inline]
     pub fn approx(&self, q: &[f32], qn2: f32, i: u32) -> f32 {
