@@ -53,6 +53,11 @@ def _model(path: Optional[str], precision: str, threads: Optional[int]) -> Any:
     return m
 
 
+def _is_null(v: Any) -> bool:
+    # pandas hands a null string over as None or NaN, depending on the column's dtype.
+    return v is None or (isinstance(v, float) and v != v)
+
+
 def embed_dataframe(
     df: Any,
     model: Optional[str] = None,
@@ -93,7 +98,7 @@ def embed_dataframe(
         for pdf in frames:
             values = pdf[col].tolist()
             out: List[Optional[np.ndarray]] = [None] * len(values)
-            present = [i for i, v in enumerate(values) if v is not None]
+            present = [i for i, v in enumerate(values) if not _is_null(v)]
             for s in range(0, len(present), batch_size):
                 idx = present[s : s + batch_size]
                 items = [values[i] for i in idx]
