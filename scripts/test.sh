@@ -23,6 +23,13 @@ if [[ "${GCLIP_TEST_PYTHON:-1}" != 0 ]]; then
     python3 -m venv "$venv"
   fi
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+  # The gclip Python package, built by maturin (pinned in requirements.txt) in the release
+  # profile into this workspace's target dir, so it reuses the build above.
+  echo "== pip install ./crates/gclip-python"
+  # (the maturin build backend runs the `maturin` of the venv, hence its bin/ on PATH)
+  PATH="$(cd "$venv" && pwd)/bin:$PATH" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
+    "$venv/bin/python" -m pip install -q \
+    --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall ./crates/gclip-python
   export GCLIP_BIN="$PWD/target/release/gclip"
   echo "== pytest tests/python"
   "$venv/bin/python" -m pytest -q tests/python
