@@ -142,6 +142,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    // Skipping is for the odd bad file in a batch; a run that embedded nothing failed.
+    if kept.is_empty() && !inputs.is_empty() {
+        anyhow::bail!(
+            "none of the {} inputs could be embedded (each was skipped, see above)",
+            inputs.len()
+        );
+    }
     write_output(&args, &kept, clip.dim())?;
     if failures > 0 {
         eprintln!(

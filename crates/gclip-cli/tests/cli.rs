@@ -476,4 +476,9 @@ fn bad_input_is_a_clear_error() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt.png"));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // Skipping everything embeds nothing: that is a failure, not an empty success.
+    assert_fails(
+        &["embed", "--model", &m, "--image", corrupt.to_str().unwrap()],
+        "none of the 1 inputs could be embedded",
+    );
 }
