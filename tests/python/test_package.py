@@ -101,6 +101,8 @@ def test_similarity_softmax_and_logit_scale_match_open_clip(model, expected, ima
     probs = model.similarity(imgs, expected["texts"], softmax=True)
     np.testing.assert_allclose(probs, np.array(expected["image_text_softmax"]), atol=2e-5)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # Strings naming image files are images (the CLI's rule), other strings texts.
+    np.testing.assert_allclose(model.similarity(image_paths, expected["texts"]), cos, atol=1e-6)
 
 
 def test_zero_shot_matches_open_clip(model, expected, image_paths):
