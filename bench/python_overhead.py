@@ -17,6 +17,7 @@ round of each is reported. The overhead is `1 - python / cli`.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,13 @@ def main():
     import gclip
 
     tmp = Path(tempfile.mkdtemp(prefix="gclip-bench-"))
+    try:
+        run(args, gclip, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, gclip, tmp):
     oc = None
     if args.model is None:
         try:

@@ -101,6 +101,8 @@ def test_similarity_softmax_and_logit_scale_match_open_clip(model, expected, ima
     probs = model.similarity(imgs, expected["texts"], softmax=True)
     np.testing.assert_allclose(probs, np.array(expected["image_text_softmax"]), atol=2e-5)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # Strings naming image files are images (the CLI's rule), other strings texts.
+    np.testing.assert_allclose(model.similarity(image_paths, expected["texts"]), cos, atol=1e-6)
 
 
 def test_zero_shot_matches_open_clip(model, expected, image_paths):
@@ -397,3 +399,21 @@ def test_train_fine_tunes_and_returns_the_output_dir(tmp_path, image_paths):
     assert after.shape == before.shape and not np.allclose(after, before, atol=1e-6)
     with pytest.raises(gclip.TrainError):
         gclip.train({"data": str(tmp_path / "missing.csv"), "model": str(CLI_MODEL)}, progress=False)
+
+
+def test_index_open_attaches_the_default_model_when_it_is_the_pinned_one(model, tmp_path, monkeypatch):
+    monkeypatch.delenv("GCLIP_MODEL", raising=False)
+    with gclip.Index.create(tmp_path / "d", name="shop") as ix:  # the embedded default model
+        ix.add([{"_id": "a", "title": "red suede sneakers"}, {"_id": "b", "title": "blue ceramic mug"}])
+    again = gclip.Index.open(tmp_path / "d")
+    assert again.search("blue ceramic mug", limit=1)[0]["_id"] == "b"
+    again.close()
+    # An index pinned to another model says how to attach it.
+    with gclip.Index.create(tmp_path / "e", model=model) as ix:
+        ix.add([{"_id": "a", "title": "red suede sneakers"}])
+    other = gclip.Index.open(tmp_path / "e")
+    assert other.search("red", method="lexical")[0]["_id"] == "a"  # BM25 needs no model
+    with pytest.raises(gclip.InvalidInputError, match="model="):
+        other.search("red suede sneakers")
+    other.attach(model)
+    assert other.search("red suede sneakers", limit=1)[0]["_id"] == "a"

@@ -28,7 +28,7 @@ from ._errors import (
     SearchIndexError,
     TrainError,
 )
-from ._images import as_image_list, is_single_image, split_items, to_native
+from ._images import is_single_image, split_items, to_native
 
 __version__: str = _gclip.__version__
 
@@ -123,8 +123,9 @@ class Model:
         return self._native.embed_images(items, normalize, labels)
 
     def embed(self, items: Sequence[Union[str, ImageLike]], normalize: bool = True) -> np.ndarray:
-        """Embeddings of a mixed sequence in order: ``str`` items are texts, everything else
-        (``pathlib.Path``, bytes, PIL images, arrays) images."""
+        """Embeddings of a mixed sequence in order. As in ``gclip similarity``, a ``str`` is a
+        text unless it names an existing file with an image extension; ``pathlib.Path``,
+        bytes, PIL images and arrays are images."""
         items = list(items)
         ti, texts, ii, imgs = split_items(items)
         out = np.zeros((len(items), self.dim), dtype=np.float32)
@@ -170,7 +171,7 @@ class Model:
         if _is_embeddings(x):
             return _float_matrix(x, what)
         if isinstance(x, str):
-            return self.embed_texts([x])
+            return self.embed([x])
         if is_single_image(x):
             return self.embed_images([x])
         return self.embed(list(x))
@@ -186,8 +187,8 @@ class Model:
         """Cosine similarity matrix ``[len(a), len(b)]``.
 
         Each side is float embeddings (``[n, dim]`` or ``[dim]``), or texts and images to
-        embed (``str`` items are texts; paths as ``pathlib.Path``, bytes, PIL images and
-        arrays are images). With ``softmax=True``, each row is a softmax over ``b`` at
+        embed (see :meth:`embed`: strings naming existing image files, ``pathlib.Path``,
+        bytes, PIL images and arrays are images, other strings texts). With ``softmax=True``, each row is a softmax over ``b`` at
         ``scale`` (default: the model's :attr:`logit_scale`), as ``gclip similarity --softmax``.
         """
         ea, eb = self._side(a, "a"), self._side(b, "b")

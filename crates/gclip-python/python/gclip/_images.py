@@ -104,12 +104,23 @@ def to_native(images: Any) -> Tuple[List[Any], List[Optional[str]]]:
     return out, labels
 
 
+def is_text(x: Any) -> bool:
+    """``gclip similarity``'s rule: a ``str`` is a text unless it names an existing file with an
+    image extension; anything else (``pathlib.Path``, bytes, PIL images, arrays) is an image."""
+    if not isinstance(x, str):
+        return False
+    return not (os.path.splitext(x)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(x))
+
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
 def split_items(items: Sequence[Any]) -> Tuple[List[int], List[str], List[int], List[Any]]:
-    """For mixed text/image sequences: positions and values of the texts (``str``) and of the
-    images (everything else)."""
+    """For mixed text/image sequences: positions and values of the texts and of the images
+    (see :func:`is_text`)."""
     ti, texts, ii, imgs = [], [], [], []
     for k, x in enumerate(items):
-        if isinstance(x, str):
+        if is_text(x):
             ti.append(k)
             texts.append(x)
         else:

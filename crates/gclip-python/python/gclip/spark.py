@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-_IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+from ._images import IMAGE_EXTENSIONS as _IMAGE_EXTENSIONS
 
 # One model per (path, precision, threads) and Python process: Spark reuses its Python
 # workers (spark.python.worker.reuse, on by default), so this is once per executor process.
