@@ -572,21 +572,19 @@ pub fn attention_backward(
                     *a += pr[j] * o;
                 }
             }
-            for j in 0..len {
-                dsr[j] = pr[j] * (dsr[j] - rs) * scale;
+            for (sv, &pv) in dsr.iter_mut().zip(pr) {
+                *sv = pv * (*sv - rs) * scale;
             }
             // dQ_i = sum_j dS_ij K_j ; dK_j += dS_ij Q_i
             let q = &x[i * 3 * w + qo..][..d];
             let dq = g(i, qo);
-            for j in 0..len {
+            for (j, &sij) in dsr.iter().enumerate() {
                 let k = &x[j * 3 * w + ko..][..d];
-                let sij = dsr[j];
                 for (a, &kv) in dq.iter_mut().zip(k) {
                     *a += sij * kv;
                 }
             }
-            for j in 0..len {
-                let sij = dsr[j];
+            for (j, &sij) in dsr.iter().enumerate() {
                 let dk = g(j, ko);
                 for (a, &qv) in dk.iter_mut().zip(q) {
                     *a += sij * qv;
