@@ -146,9 +146,9 @@ pub fn matmul_packed(
 }
 
 /// `C[m, n] += A^T * B` for `A[k, m]`, `B[k, n]` (both row-major): the weight gradient
-/// `dW = dY^T X` of a linear layer (`A = dY`, `B = X`, `k` = rows of the batch). When
-/// `col_sums` is given, it receives `+= sum_k A[k, :]` (the bias gradient), computed in
-/// the same pass that transposes `A`.
+/// `dW = dY^T X` of a linear layer (`A = dY`, `B = X`, `k` = rows of the batch), with no
+/// transposed copy of `A`. When `col_sums` is given, it receives `+= sum_k A[k, :]` (the
+/// bias gradient).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_tn(
     ctx: Ctx<'_>,
@@ -163,18 +163,34 @@ pub fn matmul_tn(
     check("matmul_tn A", a.len(), k * m)?;
     check("matmul_tn B", b.len(), k * n)?;
     check("matmul_tn C", c.len(), m * n)?;
-    let mut at = vec![0.0f32; m * k];
-    transpose(a, &mut at, k, m);
     if let Some(s) = col_sums {
-        for (j, row) in at.chunks_exact(k).enumerate() {
-            s[j] += row.iter().sum::<f32>();
+        for row in a[..k * m].chunks_exact(m.max(1)) {
+            for (o, &v) in s[..m].iter_mut().zip(row) {
+                *o += v;
+            }
         }
     }
     if k == 0 {
         return Ok(());
     }
+    // A^T is `a` itself: the engine packs its micro-panels straight from it.
     let packed = PackedMatrix::from_kn(&b[..k * n], k, n)?;
-    matmul_packed(ctx, m, &at, k, &packed, c, None, true)
+    gclip_engine::gemm::gemm_at(
+        ctx.isa,
+        ctx.pool,
+        m,
+        a,
+        m,
+        &packed,
+        c,
+        n,
+        Epilogue {
+            bias: None,
+            act: Activation::None,
+            accumulate: true,
+        },
+    )?;
+    Ok(())
 }
 
 /// `out[j][i] = a[i][j]` for `a` of `rows x cols`, in cache-sized tiles.
@@ -386,7 +402,8 @@ pub fn activate_into(ctx: Ctx<'_>, act: Activation, pre: &[f32], out: &mut [f32]
     });
 }
 
-/// `d *= act'(pre)` element-wise: the activation's backward fused into the MLP's.
+/// `d *= act'(pre)` element-wise: the activation's backward fused into the MLP's. The one
+/// exponential each derivative needs runs through the engine's vectorised `exp` in blocks.
 pub fn activation_backward(ctx: Ctx<'_>, act: Activation, pre: &[f32], d: &mut [f32]) {
     if act == Activation::None {
         return;
@@ -395,10 +412,53 @@ pub fn activation_backward(ctx: Ctx<'_>, act: Activation, pre: &[f32], d: &mut [
     let block = 1024.min(pre.len().max(1));
     ctx.rows_mut(d, block, |r0, chunk| {
         let p = &pre[r0 * block..r0 * block + chunk.len()];
-        for (dv, &x) in chunk.iter_mut().zip(p) {
-            *dv *= activation_derivative(act, x);
+        let mut e = vec![0.0f32; block];
+        for (dc, pc) in chunk.chunks_mut(block).zip(p.chunks(block)) {
+            let e = &mut e[..pc.len()];
+            match act {
+                // sigmoid(1.702 x) = 1 / (1 + e^(-1.702 x))
+                Activation::QuickGelu => {
+                    for (ev, &x) in e.iter_mut().zip(pc) {
+                        *ev = -1.702 * x;
+                    }
+                }
+                // erf and the normal density share e^(-x^2 / 2)
+                _ => {
+                    for (ev, &x) in e.iter_mut().zip(pc) {
+                        *ev = -0.5 * x * x;
+                    }
+                }
+            }
+            gclip_engine::exp::exp_in_place(ctx.isa, e);
+            match act {
+                Activation::QuickGelu => {
+                    for ((dv, &x), &ev) in dc.iter_mut().zip(pc).zip(e.iter()) {
+                        let s = 1.0 / (1.0 + ev);
+                        *dv *= s + 1.702 * x * s * (1.0 - s);
+                    }
+                }
+                _ => {
+                    for ((dv, &x), &ev) in dc.iter_mut().zip(pc).zip(e.iter()) {
+                        *dv *= gelu_derivative_with_exp(x, ev);
+                    }
+                }
+            }
         }
     });
+}
+
+/// GELU's derivative `Phi(x) + x phi(x)` given `ev = e^(-x^2 / 2)`, with `erf` by the same
+/// Abramowitz-Stegun formula as [`erf`].
+#[inline(always)]
+fn gelu_derivative_with_exp(x: f32, ev: f32) -> f32 {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let erf_abs = 1.0 - poly * ev;
+    let erf = if x < 0.0 { -erf_abs } else { erf_abs };
+    0.5 * (1.0 + erf) + x * ev * 0.398_942_3
 }
 
 /// Geometry of one attention call over a fused QKV matrix `[batch * seq, 3W]`.

@@ -186,6 +186,17 @@ fn activation_derivatives_match_finite_differences() {
             let ana = k::activation_derivative(act, x) as f64;
             assert!((num - ana).abs() < 2e-3, "{act:?} at {x}: {ana} vs {num}");
         }
+        // The blocked, vectorised backward agrees with the scalar derivative.
+        let pre: Vec<f32> = (0..3000).map(|i| (i as f32 - 1500.0) * 0.006).collect();
+        let mut d = vec![1.0f32; pre.len()];
+        k::activation_backward(Ctx::serial(), act, &pre, &mut d);
+        for (x, g) in pre.iter().zip(&d) {
+            let want = k::activation_derivative(act, *x);
+            assert!(
+                (g - want).abs() < 1e-5,
+                "{act:?} backward at {x}: {g} vs {want}"
+            );
+        }
         // The engine's vectorised forward agrees with the scalar form used here.
         let xs: Vec<f32> = (-50..50).map(|i| i as f32 * 0.17).collect();
         let mut out = vec![0.0; xs.len()];
