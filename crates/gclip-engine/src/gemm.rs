@@ -73,7 +73,9 @@ impl PackedMatrix {
             let src = &w[p * n..(p + 1) * n];
             for jp in 0..panels {
                 let (c0, cols) = (jp * NR, (n - jp * NR).min(NR));
-                d[jp * k * NR + p * NR..][..cols].copy_from_slice(&src[c0..c0 + cols]);
+                for (o, &v) in d[jp * k * NR + p * NR..][..cols].iter_mut().zip(&src[c0..]) {
+                    *o = v;
+                }
             }
         }
         Ok(Self { n, k, data })
@@ -436,7 +438,12 @@ pub(crate) fn pack_a_transposed(
         let r = (rows - i).min(mr);
         let dst = &mut buf[i * k..(i + r) * k];
         for p in 0..k {
-            dst[p * r..(p + 1) * r].copy_from_slice(&at[p * ldat + i..p * ldat + i + r]);
+            // A plain loop: runs of at most 14 floats, where a memcpy call costs more
+            // than the copy.
+            let src = &at[p * ldat + i..p * ldat + i + r];
+            for (d, &v) in dst[p * r..(p + 1) * r].iter_mut().zip(src) {
+                *d = v;
+            }
         }
         i += r;
     }

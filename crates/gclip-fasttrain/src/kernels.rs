@@ -508,29 +508,22 @@ pub fn attention_forward(
     let task = |bh: usize, p: &mut [f32]| {
         let (b, h) = (bh / s.heads, bh % s.heads);
         let x = &qkv[b * n * 3 * w..(b + 1) * n * 3 * w];
-        let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
-        for i in 0..n {
-            let q = &x[i * 3 * w + qo..][..d];
-            let len = if s.causal { i + 1 } else { n };
-            let row = &mut p[i * n..(i + 1) * n];
-            for (j, r) in row[..len].iter_mut().enumerate() {
-                let k = &x[j * 3 * w + ko..][..d];
-                *r = dot(q, k);
-            }
-            gclip_engine::exp::softmax_scaled(ctx.isa, &mut row[..len], scale);
-            row[len..].fill(0.0);
-            // SAFETY: rows of sequence b, columns of head h: written by this task only.
-            let o = unsafe {
-                std::slice::from_raw_parts_mut(optr.get().add((b * n + i) * w + h * d), d)
-            };
-            o.fill(0.0);
-            for (j, &pj) in row[..len].iter().enumerate() {
-                let v = &x[j * 3 * w + vo..][..d];
-                for (ov, &vv) in o.iter_mut().zip(v) {
-                    *ov += pj * vv;
-                }
-            }
-        }
+        // SAFETY: sequence b's output rows; each task writes only head h's columns.
+        let o = unsafe { optr.get().add(b * n * w) };
+        // SAFETY: as above; the ISA is capped at the CPU's inside.
+        unsafe {
+            dispatch_head(
+                ctx.isa,
+                HeadJob::Forward {
+                    x,
+                    p,
+                    o,
+                    s,
+                    h,
+                    scale,
+                },
+            )
+        };
     };
     par_heads(ctx, probs, n * n, task);
     Ok(())
@@ -555,7 +548,7 @@ where
     }
 }
 
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let ca = a.chunks_exact(8);
@@ -605,55 +598,184 @@ pub fn attention_backward(
         let (b, h) = (bh / s.heads, bh % s.heads);
         let x = &qkv[b * n * 3 * w..(b + 1) * n * 3 * w];
         let p = &probs[bh * n * n..(bh + 1) * n * n];
-        let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
-        // SAFETY: rows of sequence b, this head's q/k/v columns: written by this task only.
-        let g = |row: usize, off: usize| unsafe {
-            std::slice::from_raw_parts_mut(gptr.get().add((b * n + row) * 3 * w + off), d)
+        let dout = &dout[b * n * w..(b + 1) * n * w];
+        // SAFETY: sequence b's rows of dQKV; each task writes only head h's columns.
+        let g = unsafe { gptr.get().add(b * n * 3 * w) };
+        // SAFETY: as above; the ISA is capped at the CPU's inside.
+        unsafe {
+            dispatch_head(
+                ctx.isa,
+                HeadJob::Backward {
+                    x,
+                    p,
+                    dout,
+                    g,
+                    ds,
+                    s,
+                    h,
+                    scale,
+                },
+            )
         };
-        for j in 0..n {
-            g(j, qo).fill(0.0);
-            g(j, ko).fill(0.0);
-            g(j, vo).fill(0.0);
-        }
-        for i in 0..n {
-            let len = if s.causal { i + 1 } else { n };
-            let dor = &dout[(b * n + i) * w + h * d..][..d];
-            let pr = &p[i * n..i * n + len];
-            let dsr = &mut ds[i * n..i * n + len];
-            // dP_ij = dO_i . V_j ; dV_j += P_ij dO_i
-            let mut rs = 0.0f32;
-            for j in 0..len {
-                let v = &x[j * 3 * w + vo..][..d];
-                let dp = dot(dor, v);
-                dsr[j] = dp;
-                rs += dp * pr[j];
-                let dv = g(j, vo);
-                for (a, &o) in dv.iter_mut().zip(dor) {
-                    *a += pr[j] * o;
-                }
-            }
-            for (sv, &pv) in dsr.iter_mut().zip(pr) {
-                *sv = pv * (*sv - rs) * scale;
-            }
-            // dQ_i = sum_j dS_ij K_j ; dK_j += dS_ij Q_i
-            let q = &x[i * 3 * w + qo..][..d];
-            let dq = g(i, qo);
-            for (j, &sij) in dsr.iter().enumerate() {
-                let k = &x[j * 3 * w + ko..][..d];
-                for (a, &kv) in dq.iter_mut().zip(k) {
-                    *a += sij * kv;
-                }
-            }
-            for (j, &sij) in dsr.iter().enumerate() {
-                let dk = g(j, ko);
-                for (a, &qv) in dk.iter_mut().zip(q) {
-                    *a += sij * qv;
-                }
-            }
-        }
     };
     par_heads(ctx, &mut ds_all, n * n, task);
     Ok(())
+}
+
+/// One (sequence, head) of attention, forward or backward.
+enum HeadJob<'a> {
+    Forward {
+        /// The sequence's QKV rows.
+        x: &'a [f32],
+        /// This head's probabilities `[seq, seq]`.
+        p: &'a mut [f32],
+        /// The sequence's first output row (width W).
+        o: *mut f32,
+        s: Attn,
+        h: usize,
+        scale: f32,
+    },
+    Backward {
+        x: &'a [f32],
+        p: &'a [f32],
+        /// The sequence's output-gradient rows (width W).
+        dout: &'a [f32],
+        /// The sequence's first dQKV row (width 3W).
+        g: *mut f32,
+        /// Scratch `[seq, seq]` for dS.
+        ds: &'a mut [f32],
+        s: Attn,
+        h: usize,
+        scale: f32,
+    },
+}
+
+/// Runs a head job compiled for the best ISA available (the loops over the head width
+/// vectorise for it).
+///
+/// # Safety
+/// The job's raw pointers address the sequence's rows, and no other task writes this head's
+/// columns of them.
+unsafe fn dispatch_head(isa: Isa, job: HeadJob<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+        unsafe fn v512(isa: Isa, job: HeadJob<'_>) {
+            // SAFETY: forwarded.
+            unsafe { run_head(isa, job) }
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v2(isa: Isa, job: HeadJob<'_>) {
+            // SAFETY: forwarded.
+            unsafe { run_head(isa, job) }
+        }
+        match isa.min(gclip_engine::cpu::hardware().isa) {
+            // SAFETY: the CPU supports the ISA (capped above); pointers as the caller promised.
+            Isa::Avx512 => return unsafe { v512(isa, job) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { v2(isa, job) },
+            Isa::Scalar => {}
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { run_head(isa, job) }
+}
+
+/// # Safety
+/// As [`dispatch_head`].
+#[inline(always)]
+unsafe fn run_head(isa: Isa, job: HeadJob<'_>) {
+    match job {
+        HeadJob::Forward {
+            x,
+            p,
+            o,
+            s,
+            h,
+            scale,
+        } => {
+            let (w, d, n) = (s.width(), s.head_dim, s.seq);
+            let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
+            for i in 0..n {
+                let q = &x[i * 3 * w + qo..][..d];
+                let len = if s.causal { i + 1 } else { n };
+                let row = &mut p[i * n..(i + 1) * n];
+                for (j, r) in row[..len].iter_mut().enumerate() {
+                    let k = &x[j * 3 * w + ko..][..d];
+                    *r = dot(q, k);
+                }
+                gclip_engine::exp::softmax_scaled(isa, &mut row[..len], scale);
+                row[len..].fill(0.0);
+                // SAFETY: row i of the sequence, head h's columns (the caller's promise).
+                let o = unsafe { std::slice::from_raw_parts_mut(o.add(i * w + h * d), d) };
+                o.fill(0.0);
+                for (j, &pj) in row[..len].iter().enumerate() {
+                    let v = &x[j * 3 * w + vo..][..d];
+                    for (ov, &vv) in o.iter_mut().zip(v) {
+                        *ov += pj * vv;
+                    }
+                }
+            }
+        }
+        HeadJob::Backward {
+            x,
+            p,
+            dout,
+            g,
+            ds,
+            s,
+            h,
+            scale,
+        } => {
+            let (w, d, n) = (s.width(), s.head_dim, s.seq);
+            let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
+            // SAFETY: row `row` of the sequence, head h's q/k/v columns (the caller's promise).
+            let gs = |row: usize, off: usize| unsafe {
+                std::slice::from_raw_parts_mut(g.add(row * 3 * w + off), d)
+            };
+            for j in 0..n {
+                gs(j, qo).fill(0.0);
+                gs(j, ko).fill(0.0);
+                gs(j, vo).fill(0.0);
+            }
+            for i in 0..n {
+                let len = if s.causal { i + 1 } else { n };
+                let dor = &dout[i * w + h * d..][..d];
+                let pr = &p[i * n..i * n + len];
+                let dsr = &mut ds[i * n..i * n + len];
+                // dP_ij = dO_i . V_j ; dV_j += P_ij dO_i
+                let mut rs = 0.0f32;
+                for j in 0..len {
+                    let v = &x[j * 3 * w + vo..][..d];
+                    let dp = dot(dor, v);
+                    dsr[j] = dp;
+                    rs += dp * pr[j];
+                    let dv = gs(j, vo);
+                    for (a, &o) in dv.iter_mut().zip(dor) {
+                        *a += pr[j] * o;
+                    }
+                }
+                for (sv, &pv) in dsr.iter_mut().zip(pr) {
+                    *sv = pv * (*sv - rs) * scale;
+                }
+                // dQ_i = sum_j dS_ij K_j ; dK_j += dS_ij Q_i
+                let q = &x[i * 3 * w + qo..][..d];
+                let dq = gs(i, qo);
+                for (j, &sij) in dsr.iter().enumerate() {
+                    let k = &x[j * 3 * w + ko..][..d];
+                    for (a, &kv) in dq.iter_mut().zip(k) {
+                        *a += sij * kv;
+                    }
+                }
+                for (j, &sij) in dsr.iter().enumerate() {
+                    let dk = gs(j, ko);
+                    for (a, &qv) in dk.iter_mut().zip(q) {
+                        *a += sij * qv;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Divides each row of `width` by its L2 norm (clamped at 1e-12 as `F.normalize`), writing

@@ -382,3 +382,33 @@ fn contrastive_losses_backward_match_finite_differences() {
     .loss;
     assert!((c - gl).abs() < 1e-6, "{c} vs {gl}");
 }
+
+#[test]
+fn products_match_plain_loops_for_both_weight_layouts() {
+    // Odd sizes: partial 32-column panels, partial micro-tiles, K not a multiple of 8.
+    let pool = pool();
+    for (m, n, kk) in [(1, 1, 1), (15, 33, 7), (29, 70, 45), (130, 31, 64)] {
+        for ctx in ctxs(&pool) {
+            let mut rng = ChaCha8Rng::seed_from_u64((m * n + kk) as u64);
+            let a = rand_vec(&mut rng, m * kk, 1.0);
+            let w_nk = rand_vec(&mut rng, n * kk, 1.0);
+            let mut w_kn = vec![0.0; kk * n];
+            k::transpose(&w_nk, &mut w_kn, n, kk);
+            let want: Vec<f64> = (0..m * n)
+                .map(|ij| {
+                    let (i, j) = (ij / n, ij % n);
+                    (0..kk)
+                        .map(|p| a[i * kk + p] as f64 * w_nk[j * kk + p] as f64)
+                        .sum()
+                })
+                .collect();
+            for rhs in [k::Rhs::Nk(&w_nk), k::Rhs::Kn(&w_kn)] {
+                let mut c = vec![0.0; m * n];
+                k::matmul(ctx, m, n, kk, &a, rhs, &mut c, None, false).unwrap();
+                for (g, w) in c.iter().zip(&want) {
+                    assert!((*g as f64 - w).abs() < 1e-4, "({m},{n},{kk}): {g} vs {w}");
+                }
+            }
+        }
+    }
+}
