@@ -42,13 +42,43 @@ impl PackedMatrix {
     /// that `A * B` computes `A * w^T`.
     pub fn from_nk(w: &[f32], n: usize, k: usize) -> Result<Self, EngineError> {
         check_len("weight [n, k]", w.len(), n * k)?;
-        Ok(Self::pack(n, k, |p, j| w[j * k + p]))
+        let panels = n.div_ceil(NR);
+        let mut data = AlignedBuf::zeroed(panels * k * NR * 4);
+        let d = data.f32s_mut();
+        for jp in 0..panels {
+            let (c0, cols) = (jp * NR, (n - jp * NR).min(NR));
+            let panel = &mut d[jp * k * NR..(jp + 1) * k * NR];
+            // Row p of the panel gathers column p of 32 weight rows: the writes stream and
+            // the 32 read streams each advance one float at a time (the training step
+            // repacks every weight every step, so this is on its hot path).
+            let rows: Vec<&[f32]> = (0..cols).map(|jj| &w[(c0 + jj) * k..][..k]).collect();
+            for p in 0..k {
+                let dst = &mut panel[p * NR..p * NR + cols];
+                for (o, r) in dst.iter_mut().zip(&rows) {
+                    *o = r[p];
+                }
+            }
+        }
+        Ok(Self { n, k, data })
     }
 
     /// Packs a plain `w[k][n]` row-major matrix (e.g. open_clip's `proj`).
     pub fn from_kn(w: &[f32], k: usize, n: usize) -> Result<Self, EngineError> {
         check_len("weight [k, n]", w.len(), n * k)?;
-        Ok(Self::pack(n, k, |p, j| w[p * n + j]))
+        let panels = n.div_ceil(NR);
+        let mut data = AlignedBuf::zeroed(panels * k * NR * 4);
+        let d = data.f32s_mut();
+        // Each panel row is a contiguous run of a source row: plain copies.
+        for p in 0..k {
+            let src = &w[p * n..(p + 1) * n];
+            for jp in 0..panels {
+                let (c0, cols) = (jp * NR, (n - jp * NR).min(NR));
+                for (o, &v) in d[jp * k * NR + p * NR..][..cols].iter_mut().zip(&src[c0..]) {
+                    *o = v;
+                }
+            }
+        }
+        Ok(Self { n, k, data })
     }
 
     /// Packs from any accessor `get(p, j)` = `B[p, j]` (also used for the
@@ -275,11 +305,65 @@ pub fn gemm(
         return Ok(());
     }
     check_args("gemm", (m, n, k), a, lda, c, ldc, &epi)?;
+    gemm_checked(isa, pool, m, a, lda, false, b, c, ldc, epi);
+    Ok(())
+}
+
+/// [`gemm`] with `A` given transposed: `at` holds `A^T` (`k` rows of stride `ldat`, so
+/// `A[i][p] = at[p * ldat + i]`). A weight gradient `dW = dY^T X` reads `dY` this way
+/// without a transposed copy: the micro-panel packing gathers contiguous runs.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_at(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    m: usize,
+    at: &[f32],
+    ldat: usize,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    ldc: usize,
+    epi: Epilogue<'_>,
+) -> Result<(), EngineError> {
+    let (n, k) = (b.n, b.k);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let need_a = match k {
+        0 => Some(0),
+        _ => (k - 1).checked_mul(ldat).and_then(|x| x.checked_add(m)),
+    };
+    if ldat < m || need_a.is_none_or(|x| at.len() < x) {
+        return Err(EngineError::Shape(format!(
+            "gemm_at: A^T holds {} values, too few for {k} rows of {m} with stride {ldat}",
+            at.len()
+        )));
+    }
+    // C and the epilogue: the same checks as `gemm`'s, with an A that trivially passes.
+    check_args("gemm_at", (m, n, 0), &[], 0, c, ldc, &epi)?;
+    gemm_checked(isa, pool, m, at, ldat, true, b, c, ldc, epi);
+    Ok(())
+}
+
+/// The GEMM once the buffers are checked; `a_transposed` says how `a` is laid out.
+#[allow(clippy::too_many_arguments)]
+fn gemm_checked(
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    a_transposed: bool,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    ldc: usize,
+    epi: Epilogue<'_>,
+) {
+    let (n, k) = (b.n, b.k);
     let isa = isa.min(cpu::hardware().isa);
     if isa == Isa::Avx2 {
         // SAFETY: the CPU has AVX2 + FMA (capped above); arguments checked.
-        unsafe { crate::gemm_avx2::gemm(pool, m, a, lda, b, c, ldc, epi) };
-        return Ok(());
+        unsafe { crate::gemm_avx2::gemm(pool, m, a, lda, a_transposed, b, c, ldc, epi) };
+        return;
     }
     let (mr, mc) = tile_rows(isa);
     let panels = n.div_ceil(NR);
@@ -290,7 +374,11 @@ pub fn gemm(
         let ((r0, r1), (p0, p1)) = plan.split(t);
         APACK.with(|buf| {
             let mut buf = buf.borrow_mut();
-            pack_a(&mut buf, &a[r0 * lda..], lda, r1 - r0, k, mr);
+            if a_transposed {
+                pack_a_transposed(&mut buf, &a[r0..], lda, r1 - r0, k, mr);
+            } else {
+                pack_a(&mut buf, &a[r0 * lda..], lda, r1 - r0, k, mr);
+            }
             for jp in p0..p1 {
                 let bpanel = b.panel(jp);
                 let ncols = (n - jp * NR).min(NR);
@@ -331,7 +419,34 @@ pub fn gemm(
             }
         });
     });
-    Ok(())
+}
+
+/// [`pack_a`] from `A^T` (`at[p * ldat + i]` = `A[i][p]`): each k step of a micro-panel is
+/// one contiguous run of `at`.
+pub(crate) fn pack_a_transposed(
+    buf: &mut Vec<f32>,
+    at: &[f32],
+    ldat: usize,
+    rows: usize,
+    k: usize,
+    mr: usize,
+) {
+    buf.clear();
+    buf.resize(rows * k, 0.0);
+    let mut i = 0;
+    while i < rows {
+        let r = (rows - i).min(mr);
+        let dst = &mut buf[i * k..(i + r) * k];
+        for p in 0..k {
+            // A plain loop: runs of at most 14 floats, where a memcpy call costs more
+            // than the copy.
+            let src = &at[p * ldat + i..p * ldat + i + r];
+            for (d, &v) in dst[p * r..(p + 1) * r].iter_mut().zip(src) {
+                *d = v;
+            }
+        }
+        i += r;
+    }
 }
 
 /// Packs `rows` rows of A into consecutive micro-panels of `mr` rows

@@ -65,6 +65,7 @@ pub(crate) unsafe fn gemm(
     m: usize,
     a: &[f32],
     lda: usize,
+    a_transposed: bool,
     b: &PackedMatrix,
     c: &mut [f32],
     ldc: usize,
@@ -84,7 +85,18 @@ pub(crate) unsafe fn gemm(
             while k0 < k {
                 let kb = (k - k0).min(bl.kc);
                 let (first, last) = (k0 == 0, k0 + kb == k);
-                pack_a(&mut buf, &a[r0 * lda + k0..], lda, r1 - r0, kb);
+                if a_transposed {
+                    crate::gemm::pack_a_transposed(
+                        &mut buf,
+                        &a[k0 * lda + r0..],
+                        lda,
+                        r1 - r0,
+                        kb,
+                        MR,
+                    );
+                } else {
+                    pack_a(&mut buf, &a[r0 * lda + k0..], lda, r1 - r0, kb);
+                }
                 for jp in p0..p1 {
                     let panel = b.panel(jp);
                     for half in 0..2 {

@@ -146,9 +146,9 @@ pub fn matmul_packed(
 }
 
 /// `C[m, n] += A^T * B` for `A[k, m]`, `B[k, n]` (both row-major): the weight gradient
-/// `dW = dY^T X` of a linear layer (`A = dY`, `B = X`, `k` = rows of the batch). When
-/// `col_sums` is given, it receives `+= sum_k A[k, :]` (the bias gradient), computed in
-/// the same pass that transposes `A`.
+/// `dW = dY^T X` of a linear layer (`A = dY`, `B = X`, `k` = rows of the batch), with no
+/// transposed copy of `A`. When `col_sums` is given, it receives `+= sum_k A[k, :]` (the
+/// bias gradient).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_tn(
     ctx: Ctx<'_>,
@@ -163,18 +163,34 @@ pub fn matmul_tn(
     check("matmul_tn A", a.len(), k * m)?;
     check("matmul_tn B", b.len(), k * n)?;
     check("matmul_tn C", c.len(), m * n)?;
-    let mut at = vec![0.0f32; m * k];
-    transpose(a, &mut at, k, m);
     if let Some(s) = col_sums {
-        for (j, row) in at.chunks_exact(k).enumerate() {
-            s[j] += row.iter().sum::<f32>();
+        for row in a[..k * m].chunks_exact(m.max(1)) {
+            for (o, &v) in s[..m].iter_mut().zip(row) {
+                *o += v;
+            }
         }
     }
     if k == 0 {
         return Ok(());
     }
+    // A^T is `a` itself: the engine packs its micro-panels straight from it.
     let packed = PackedMatrix::from_kn(&b[..k * n], k, n)?;
-    matmul_packed(ctx, m, &at, k, &packed, c, None, true)
+    gclip_engine::gemm::gemm_at(
+        ctx.isa,
+        ctx.pool,
+        m,
+        a,
+        m,
+        &packed,
+        c,
+        n,
+        Epilogue {
+            bias: None,
+            act: Activation::None,
+            accumulate: true,
+        },
+    )?;
+    Ok(())
 }
 
 /// `out[j][i] = a[i][j]` for `a` of `rows x cols`, in cache-sized tiles.
@@ -386,7 +402,8 @@ pub fn activate_into(ctx: Ctx<'_>, act: Activation, pre: &[f32], out: &mut [f32]
     });
 }
 
-/// `d *= act'(pre)` element-wise: the activation's backward fused into the MLP's.
+/// `d *= act'(pre)` element-wise: the activation's backward fused into the MLP's. The one
+/// exponential each derivative needs runs through the engine's vectorised `exp` in blocks.
 pub fn activation_backward(ctx: Ctx<'_>, act: Activation, pre: &[f32], d: &mut [f32]) {
     if act == Activation::None {
         return;
@@ -395,10 +412,53 @@ pub fn activation_backward(ctx: Ctx<'_>, act: Activation, pre: &[f32], d: &mut [
     let block = 1024.min(pre.len().max(1));
     ctx.rows_mut(d, block, |r0, chunk| {
         let p = &pre[r0 * block..r0 * block + chunk.len()];
-        for (dv, &x) in chunk.iter_mut().zip(p) {
-            *dv *= activation_derivative(act, x);
+        let mut e = vec![0.0f32; block];
+        for (dc, pc) in chunk.chunks_mut(block).zip(p.chunks(block)) {
+            let e = &mut e[..pc.len()];
+            match act {
+                // sigmoid(1.702 x) = 1 / (1 + e^(-1.702 x))
+                Activation::QuickGelu => {
+                    for (ev, &x) in e.iter_mut().zip(pc) {
+                        *ev = -1.702 * x;
+                    }
+                }
+                // erf and the normal density share e^(-x^2 / 2)
+                _ => {
+                    for (ev, &x) in e.iter_mut().zip(pc) {
+                        *ev = -0.5 * x * x;
+                    }
+                }
+            }
+            gclip_engine::exp::exp_in_place(ctx.isa, e);
+            match act {
+                Activation::QuickGelu => {
+                    for ((dv, &x), &ev) in dc.iter_mut().zip(pc).zip(e.iter()) {
+                        let s = 1.0 / (1.0 + ev);
+                        *dv *= s + 1.702 * x * s * (1.0 - s);
+                    }
+                }
+                _ => {
+                    for ((dv, &x), &ev) in dc.iter_mut().zip(pc).zip(e.iter()) {
+                        *dv *= gelu_derivative_with_exp(x, ev);
+                    }
+                }
+            }
         }
     });
+}
+
+/// GELU's derivative `Phi(x) + x phi(x)` given `ev = e^(-x^2 / 2)`, with `erf` by the same
+/// Abramowitz-Stegun formula as [`erf`].
+#[inline(always)]
+fn gelu_derivative_with_exp(x: f32, ev: f32) -> f32 {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let erf_abs = 1.0 - poly * ev;
+    let erf = if x < 0.0 { -erf_abs } else { erf_abs };
+    0.5 * (1.0 + erf) + x * ev * 0.398_942_3
 }
 
 /// Geometry of one attention call over a fused QKV matrix `[batch * seq, 3W]`.
@@ -448,29 +508,22 @@ pub fn attention_forward(
     let task = |bh: usize, p: &mut [f32]| {
         let (b, h) = (bh / s.heads, bh % s.heads);
         let x = &qkv[b * n * 3 * w..(b + 1) * n * 3 * w];
-        let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
-        for i in 0..n {
-            let q = &x[i * 3 * w + qo..][..d];
-            let len = if s.causal { i + 1 } else { n };
-            let row = &mut p[i * n..(i + 1) * n];
-            for (j, r) in row[..len].iter_mut().enumerate() {
-                let k = &x[j * 3 * w + ko..][..d];
-                *r = dot(q, k);
-            }
-            gclip_engine::exp::softmax_scaled(ctx.isa, &mut row[..len], scale);
-            row[len..].fill(0.0);
-            // SAFETY: rows of sequence b, columns of head h: written by this task only.
-            let o = unsafe {
-                std::slice::from_raw_parts_mut(optr.get().add((b * n + i) * w + h * d), d)
-            };
-            o.fill(0.0);
-            for (j, &pj) in row[..len].iter().enumerate() {
-                let v = &x[j * 3 * w + vo..][..d];
-                for (ov, &vv) in o.iter_mut().zip(v) {
-                    *ov += pj * vv;
-                }
-            }
-        }
+        // SAFETY: sequence b's output rows; each task writes only head h's columns.
+        let o = unsafe { optr.get().add(b * n * w) };
+        // SAFETY: as above; the ISA is capped at the CPU's inside.
+        unsafe {
+            dispatch_head(
+                ctx.isa,
+                HeadJob::Forward {
+                    x,
+                    p,
+                    o,
+                    s,
+                    h,
+                    scale,
+                },
+            )
+        };
     };
     par_heads(ctx, probs, n * n, task);
     Ok(())
@@ -495,7 +548,7 @@ where
     }
 }
 
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let ca = a.chunks_exact(8);
@@ -545,57 +598,184 @@ pub fn attention_backward(
         let (b, h) = (bh / s.heads, bh % s.heads);
         let x = &qkv[b * n * 3 * w..(b + 1) * n * 3 * w];
         let p = &probs[bh * n * n..(bh + 1) * n * n];
-        let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
-        // SAFETY: rows of sequence b, this head's q/k/v columns: written by this task only.
-        let g = |row: usize, off: usize| unsafe {
-            std::slice::from_raw_parts_mut(gptr.get().add((b * n + row) * 3 * w + off), d)
+        let dout = &dout[b * n * w..(b + 1) * n * w];
+        // SAFETY: sequence b's rows of dQKV; each task writes only head h's columns.
+        let g = unsafe { gptr.get().add(b * n * 3 * w) };
+        // SAFETY: as above; the ISA is capped at the CPU's inside.
+        unsafe {
+            dispatch_head(
+                ctx.isa,
+                HeadJob::Backward {
+                    x,
+                    p,
+                    dout,
+                    g,
+                    ds,
+                    s,
+                    h,
+                    scale,
+                },
+            )
         };
-        for j in 0..n {
-            g(j, qo).fill(0.0);
-            g(j, ko).fill(0.0);
-            g(j, vo).fill(0.0);
-        }
-        for i in 0..n {
-            let len = if s.causal { i + 1 } else { n };
-            let dor = &dout[(b * n + i) * w + h * d..][..d];
-            let pr = &p[i * n..i * n + len];
-            let dsr = &mut ds[i * n..i * n + len];
-            // dP_ij = dO_i . V_j ; dV_j += P_ij dO_i
-            let mut rs = 0.0f32;
-            for j in 0..len {
-                let v = &x[j * 3 * w + vo..][..d];
-                let dp = dot(dor, v);
-                dsr[j] = dp;
-                rs += dp * pr[j];
-                let dv = g(j, vo);
-                for (a, &o) in dv.iter_mut().zip(dor) {
-                    *a += pr[j] * o;
-                }
-            }
-            for j in 0..len {
-                dsr[j] = pr[j] * (dsr[j] - rs) * scale;
-            }
-            // dQ_i = sum_j dS_ij K_j ; dK_j += dS_ij Q_i
-            let q = &x[i * 3 * w + qo..][..d];
-            let dq = g(i, qo);
-            for j in 0..len {
-                let k = &x[j * 3 * w + ko..][..d];
-                let sij = dsr[j];
-                for (a, &kv) in dq.iter_mut().zip(k) {
-                    *a += sij * kv;
-                }
-            }
-            for j in 0..len {
-                let sij = dsr[j];
-                let dk = g(j, ko);
-                for (a, &qv) in dk.iter_mut().zip(q) {
-                    *a += sij * qv;
-                }
-            }
-        }
     };
     par_heads(ctx, &mut ds_all, n * n, task);
     Ok(())
+}
+
+/// One (sequence, head) of attention, forward or backward.
+enum HeadJob<'a> {
+    Forward {
+        /// The sequence's QKV rows.
+        x: &'a [f32],
+        /// This head's probabilities `[seq, seq]`.
+        p: &'a mut [f32],
+        /// The sequence's first output row (width W).
+        o: *mut f32,
+        s: Attn,
+        h: usize,
+        scale: f32,
+    },
+    Backward {
+        x: &'a [f32],
+        p: &'a [f32],
+        /// The sequence's output-gradient rows (width W).
+        dout: &'a [f32],
+        /// The sequence's first dQKV row (width 3W).
+        g: *mut f32,
+        /// Scratch `[seq, seq]` for dS.
+        ds: &'a mut [f32],
+        s: Attn,
+        h: usize,
+        scale: f32,
+    },
+}
+
+/// Runs a head job compiled for the best ISA available (the loops over the head width
+/// vectorise for it).
+///
+/// # Safety
+/// The job's raw pointers address the sequence's rows, and no other task writes this head's
+/// columns of them.
+unsafe fn dispatch_head(isa: Isa, job: HeadJob<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+        unsafe fn v512(isa: Isa, job: HeadJob<'_>) {
+            // SAFETY: forwarded.
+            unsafe { run_head(isa, job) }
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v2(isa: Isa, job: HeadJob<'_>) {
+            // SAFETY: forwarded.
+            unsafe { run_head(isa, job) }
+        }
+        match isa.min(gclip_engine::cpu::hardware().isa) {
+            // SAFETY: the CPU supports the ISA (capped above); pointers as the caller promised.
+            Isa::Avx512 => return unsafe { v512(isa, job) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { v2(isa, job) },
+            Isa::Scalar => {}
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { run_head(isa, job) }
+}
+
+/// # Safety
+/// As [`dispatch_head`].
+#[inline(always)]
+unsafe fn run_head(isa: Isa, job: HeadJob<'_>) {
+    match job {
+        HeadJob::Forward {
+            x,
+            p,
+            o,
+            s,
+            h,
+            scale,
+        } => {
+            let (w, d, n) = (s.width(), s.head_dim, s.seq);
+            let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
+            for i in 0..n {
+                let q = &x[i * 3 * w + qo..][..d];
+                let len = if s.causal { i + 1 } else { n };
+                let row = &mut p[i * n..(i + 1) * n];
+                for (j, r) in row[..len].iter_mut().enumerate() {
+                    let k = &x[j * 3 * w + ko..][..d];
+                    *r = dot(q, k);
+                }
+                gclip_engine::exp::softmax_scaled(isa, &mut row[..len], scale);
+                row[len..].fill(0.0);
+                // SAFETY: row i of the sequence, head h's columns (the caller's promise).
+                let o = unsafe { std::slice::from_raw_parts_mut(o.add(i * w + h * d), d) };
+                o.fill(0.0);
+                for (j, &pj) in row[..len].iter().enumerate() {
+                    let v = &x[j * 3 * w + vo..][..d];
+                    for (ov, &vv) in o.iter_mut().zip(v) {
+                        *ov += pj * vv;
+                    }
+                }
+            }
+        }
+        HeadJob::Backward {
+            x,
+            p,
+            dout,
+            g,
+            ds,
+            s,
+            h,
+            scale,
+        } => {
+            let (w, d, n) = (s.width(), s.head_dim, s.seq);
+            let (qo, ko, vo) = (h * d, w + h * d, 2 * w + h * d);
+            // SAFETY: row `row` of the sequence, head h's q/k/v columns (the caller's promise).
+            let gs = |row: usize, off: usize| unsafe {
+                std::slice::from_raw_parts_mut(g.add(row * 3 * w + off), d)
+            };
+            for j in 0..n {
+                gs(j, qo).fill(0.0);
+                gs(j, ko).fill(0.0);
+                gs(j, vo).fill(0.0);
+            }
+            for i in 0..n {
+                let len = if s.causal { i + 1 } else { n };
+                let dor = &dout[i * w + h * d..][..d];
+                let pr = &p[i * n..i * n + len];
+                let dsr = &mut ds[i * n..i * n + len];
+                // dP_ij = dO_i . V_j ; dV_j += P_ij dO_i
+                let mut rs = 0.0f32;
+                for j in 0..len {
+                    let v = &x[j * 3 * w + vo..][..d];
+                    let dp = dot(dor, v);
+                    dsr[j] = dp;
+                    rs += dp * pr[j];
+                    let dv = gs(j, vo);
+                    for (a, &o) in dv.iter_mut().zip(dor) {
+                        *a += pr[j] * o;
+                    }
+                }
+                for (sv, &pv) in dsr.iter_mut().zip(pr) {
+                    *sv = pv * (*sv - rs) * scale;
+                }
+                // dQ_i = sum_j dS_ij K_j ; dK_j += dS_ij Q_i
+                let q = &x[i * 3 * w + qo..][..d];
+                let dq = gs(i, qo);
+                for (j, &sij) in dsr.iter().enumerate() {
+                    let k = &x[j * 3 * w + ko..][..d];
+                    for (a, &kv) in dq.iter_mut().zip(k) {
+                        *a += sij * kv;
+                    }
+                }
+                for (j, &sij) in dsr.iter().enumerate() {
+                    let dk = gs(j, ko);
+                    for (a, &qv) in dk.iter_mut().zip(q) {
+                        *a += sij * qv;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Divides each row of `width` by its L2 norm (clamped at 1e-12 as `F.normalize`), writing

@@ -186,6 +186,17 @@ fn activation_derivatives_match_finite_differences() {
             let ana = k::activation_derivative(act, x) as f64;
             assert!((num - ana).abs() < 2e-3, "{act:?} at {x}: {ana} vs {num}");
         }
+        // The blocked, vectorised backward agrees with the scalar derivative.
+        let pre: Vec<f32> = (0..3000).map(|i| (i as f32 - 1500.0) * 0.006).collect();
+        let mut d = vec![1.0f32; pre.len()];
+        k::activation_backward(Ctx::serial(), act, &pre, &mut d);
+        for (x, g) in pre.iter().zip(&d) {
+            let want = k::activation_derivative(act, *x);
+            assert!(
+                (g - want).abs() < 1e-5,
+                "{act:?} backward at {x}: {g} vs {want}"
+            );
+        }
         // The engine's vectorised forward agrees with the scalar form used here.
         let xs: Vec<f32> = (-50..50).map(|i| i as f32 * 0.17).collect();
         let mut out = vec![0.0; xs.len()];
@@ -370,4 +381,34 @@ fn contrastive_losses_backward_match_finite_differences() {
     .unwrap()
     .loss;
     assert!((c - gl).abs() < 1e-6, "{c} vs {gl}");
+}
+
+#[test]
+fn products_match_plain_loops_for_both_weight_layouts() {
+    // Odd sizes: partial 32-column panels, partial micro-tiles, K not a multiple of 8.
+    let pool = pool();
+    for (m, n, kk) in [(1, 1, 1), (15, 33, 7), (29, 70, 45), (130, 31, 64)] {
+        for ctx in ctxs(&pool) {
+            let mut rng = ChaCha8Rng::seed_from_u64((m * n + kk) as u64);
+            let a = rand_vec(&mut rng, m * kk, 1.0);
+            let w_nk = rand_vec(&mut rng, n * kk, 1.0);
+            let mut w_kn = vec![0.0; kk * n];
+            k::transpose(&w_nk, &mut w_kn, n, kk);
+            let want: Vec<f64> = (0..m * n)
+                .map(|ij| {
+                    let (i, j) = (ij / n, ij % n);
+                    (0..kk)
+                        .map(|p| a[i * kk + p] as f64 * w_nk[j * kk + p] as f64)
+                        .sum()
+                })
+                .collect();
+            for rhs in [k::Rhs::Nk(&w_nk), k::Rhs::Kn(&w_kn)] {
+                let mut c = vec![0.0; m * n];
+                k::matmul(ctx, m, n, kk, &a, rhs, &mut c, None, false).unwrap();
+                for (g, w) in c.iter().zip(&want) {
+                    assert!((*g as f64 - w).abs() < 1e-4, "({m},{n},{kk}): {g} vs {w}");
+                }
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! gclip-train: CLIP and GCL contrastive training on candle.
+//! gclip-train: CLIP and GCL contrastive training, on the fast CPU step of
+//! `gclip-fasttrain` (the default, [`Backend`]) or on candle autograd.
 //!
 //! - [`config::TrainConfig`]: Marqo-style keys (`leftKeys`, `rightWeights`,
 //!   `weightKey`, ...) read from JSON or TOML.

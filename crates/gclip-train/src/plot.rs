@@ -222,7 +222,7 @@ pub(crate) fn tick_label(v: f64, step: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }
-    if mag < 1e-3 || mag >= 1e5 {
+    if !(1e-3..1e5).contains(&mag) {
         let s = format!("{v:.1e}");
         // "3.0e-4" -> "3e-4"
         return s.replace(".0e", "e");

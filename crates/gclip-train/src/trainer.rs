@@ -166,11 +166,11 @@ impl Trainer {
             .ok_or_else(|| TrainError::Model("the model has no logit_scale".into()))?;
         let trainable: Vec<(String, Var)> = vars
             .iter()
-            .cloned()
             .filter(|(n, _)| {
                 let img = is_image_param(n);
                 is_shared_param(n) || (img && !cfg.lock_image) || (!img && !cfg.lock_text)
             })
+            .cloned()
             .collect();
         let trainable_names: Vec<String> = trainable.iter().map(|(n, _)| n.clone()).collect();
         let opt = AdamW::new(
