@@ -166,33 +166,37 @@ pub fn run(
         // Same policy as the index: scan when the filter keeps few rows.
         let exact = allowed <= 4096 || allowed * 25 <= n;
         for &ef in &cfg.efs {
-            let t = Instant::now();
-            let got: Vec<Vec<u32>> = qp.install(|| {
-                queries
-                    .par_chunks_exact(dim)
-                    .with_max_len(1)
-                    .map(|q| {
-                        if exact {
-                            let mut all: Vec<Cand> = allowed_ids
-                                .iter()
-                                .map(|&i| Cand {
-                                    dist: v.exact(q, i),
-                                    id: i,
-                                })
-                                .collect();
-                            all.sort_unstable();
-                            all.into_iter().take(k).map(|c| c.id).collect()
-                        } else {
-                            search_one(q, ef, Some(&accept))
-                        }
-                    })
-                    .collect()
-            });
-            let secs = t.elapsed().as_secs_f64();
+            let mut best = f64::INFINITY;
+            let mut got: Vec<Vec<u32>> = Vec::new();
+            for _ in 0..ROUNDS {
+                let t = Instant::now();
+                got = qp.install(|| {
+                    queries
+                        .par_chunks_exact(dim)
+                        .with_max_len(1)
+                        .map(|q| {
+                            if exact {
+                                let mut all: Vec<Cand> = allowed_ids
+                                    .iter()
+                                    .map(|&i| Cand {
+                                        dist: v.exact(q, i),
+                                        id: i,
+                                    })
+                                    .collect();
+                                all.sort_unstable();
+                                all.into_iter().take(k).map(|c| c.id).collect()
+                            } else {
+                                search_one(q, ef, Some(&accept))
+                            }
+                        })
+                        .collect()
+                });
+                best = best.min(t.elapsed().as_secs_f64());
+            }
             emit(json!({
                 "filter_selectivity": sel, "allowed": allowed, "ef": ef,
                 "mode": if exact { "exact" } else { "graph" },
-                &key: recall(&got, &gt_f), "qps": nq as f64 / secs
+                &key: recall(&got, &gt_f), "qps": nq as f64 / best, "rounds": ROUNDS
             }));
             if exact {
                 break;

@@ -19,6 +19,10 @@ pub trait Space: Sync {
     fn to_query(&self, i: u32) -> f32;
     /// Hints that node `i` will be read soon (graph walks are memory bound).
     fn prefetch(&self, _i: u32) {}
+    /// Hints that all of node `i`'s data will be read next.
+    fn prefetch_row(&self, i: u32) {
+        self.prefetch(i)
+    }
     /// Distances of four nodes; spaces override it with a kernel that overlaps the four
     /// rows' reads.
     fn to_query4(&self, ids: [u32; 4]) -> [f32; 4] {
@@ -281,8 +285,15 @@ impl Hnsw {
                         }
                     }
                 };
+                // Whole rows of the next group load while the current one is scored.
+                for &n in &fresh[..nf.min(4)] {
+                    space.prefetch_row(n);
+                }
                 let mut at = 0;
                 while at + 4 <= nf {
+                    for &n in &fresh[at + 4..nf.min(at + 8)] {
+                        space.prefetch_row(n);
+                    }
                     let ids = [fresh[at], fresh[at + 1], fresh[at + 2], fresh[at + 3]];
                     let d = space.to_query4(ids);
                     for k in 0..4 {

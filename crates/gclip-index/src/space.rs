@@ -22,6 +22,10 @@ impl Space for Exact<'_> {
     fn prefetch(&self, i: u32) {
         self.v.prefetch(i);
     }
+    #[inline]
+    fn prefetch_row(&self, i: u32) {
+        self.v.prefetch_row(i);
+    }
 }
 
 /// Distances read from the compressed codes (float16 / int8), for traversal.
@@ -39,6 +43,10 @@ impl Space for Approx<'_> {
     #[inline]
     fn prefetch(&self, i: u32) {
         self.v.prefetch(i);
+    }
+    #[inline]
+    fn prefetch_row(&self, i: u32) {
+        self.v.prefetch_row(i);
     }
 }
 

@@ -112,9 +112,21 @@ impl VectorData {
         &self.rows[i..i + self.dim]
     }
 
-    /// Asks the CPU to start loading the first cache lines of row `i` (and its codes).
+    /// Asks the CPU to start loading the first cache lines of row `i` (its codes when the
+    /// graph walks on codes).
     #[inline]
     pub fn prefetch(&self, i: u32) {
+        self.prefetch_bytes(i, 256);
+    }
+
+    /// Like [`VectorData::prefetch`], the whole row (for rows about to be scored).
+    #[inline]
+    pub fn prefetch_row(&self, i: u32) {
+        self.prefetch_bytes(i, usize::MAX);
+    }
+
+    #[inline]
+    fn prefetch_bytes(&self, i: u32, max: usize) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -131,12 +143,12 @@ impl VectorData {
                 VectorNumericType::Int8 => (self.codes.as_ptr().wrapping_add(at), self.dim),
             };
             // Prefetching is only a hint: it never faults, even on a bad address.
-            for off in (0..bytes.min(256)).step_by(64) {
+            for off in (0..bytes.min(max)).step_by(64) {
                 unsafe { _mm_prefetch(ptr.wrapping_add(off), _MM_HINT_T0) };
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
+        let _ = (i, max);
     }
 
     /// Exact float32 distance of a query to row `i`.

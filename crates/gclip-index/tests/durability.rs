@@ -75,16 +75,19 @@ fn acknowledged_documents_survive_sigkill() {
             .unwrap_or_else(|e| panic!("{id}: {e}"));
         let (w, i) = id.split_once('-').unwrap();
         let token = format!("tok{w}x{i}");
-        // By text (lexical): the unique token finds exactly this document.
-        let lex: SearchRequest =
-            serde_json::from_value(json!({"q": token, "searchMethod": "LEXICAL", "limit": 1}))
-                .unwrap();
+        // By text (lexical, on the tantivy index caught up on open): a phrase of the unique
+        // token and the next word finds exactly this document.
+        let lex: SearchRequest = serde_json::from_value(
+            json!({"q": format!("\"{token} common\""), "searchMethod": "LEXICAL", "limit": 2}),
+        )
+        .unwrap();
         let r = ix.search(&lex).unwrap();
         assert_eq!(
             r.hits.first().map(|h| h["_id"].clone()),
             Some(json!(id)),
             "lexical {id}"
         );
+        assert_eq!(r.hits.len(), 1, "lexical {id}: only the phrase's document");
         // By vector, through the graph: its own stored vector finds it first.
         let v = doc["_tensor_facets"][0]["_embedding"].clone();
         let q: SearchRequest = serde_json::from_value(
