@@ -44,8 +44,8 @@ class Conn:
         return r.status, json.loads(raw) if raw else None
 
 
-def start_server(gclip, data_dir):
-    p = subprocess.Popen([gclip, "serve", "--addr", "127.0.0.1:0", "--data-dir", data_dir],
+def start_server(gclip, data_dir, extra):
+    p = subprocess.Popen([gclip, "serve", "--addr", "127.0.0.1:0", "--data-dir", data_dir, *extra],
                          stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if "listening on " not in line:
@@ -130,6 +130,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--add-fraction", type=float, default=0.1)
     ap.add_argument("--seed-docs", type=int, default=500)
+    ap.add_argument("--server-args", default="",
+                    help="extra `gclip serve` flags, e.g. '--max-text-batch 1' (batching off)")
     a = ap.parse_args()
     if not (a.gclip or a.url):
         ap.error("give --gclip BINARY or --url URL")
@@ -137,7 +139,7 @@ def main():
     url = a.url
     if a.gclip:
         tmp = tempfile.TemporaryDirectory()
-        proc, url = start_server(a.gclip, os.path.join(tmp.name, "data"))
+        proc, url = start_server(a.gclip, os.path.join(tmp.name, "data"), a.server_args.split())
     try:
         for n in [int(x) for x in a.clients.split(",")]:
             print(json.dumps(run(url, n, a.seconds, a.add_fraction, a.seed_docs)), flush=True)
