@@ -100,7 +100,7 @@ fn query_flag(q: &Option<String>, key: &str) -> bool {
     q.as_deref()
         .unwrap_or("")
         .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
         .any(|(k, v)| k == key && matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | ""))
 }
 

@@ -100,6 +100,15 @@ async fn root_health_and_index_lifecycle() {
     let (st, v) = call(&s, "GET", "/health", None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["status"], "green");
+    // A browser asking for / is sent to the search page.
+    let req = Request::builder()
+        .uri("/")
+        .header("accept", "text/html,application/xhtml+xml")
+        .body(Body::empty())
+        .unwrap();
+    let resp = s.app.clone().oneshot(req).await.unwrap();
+    assert!(resp.status().is_redirection());
+    assert_eq!(resp.headers()["location"], "/ui");
 
     let (st, v) = call(&s, "POST", "/indexes/shop", Some(r#"{"model": null}"#)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
