@@ -42,6 +42,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = gclip::demo::run(&clip, &cfg, &mut |line| println!("{line}"))
         .with_context(|| format!("running the demo into {}", args.out.display()))?;
     println!("\nHTML page: {}", report.index.display());
+    let images = args.out.join("catalogue").join("images");
+    println!(
+        "Search it in a browser: gclip index create demo --settings '{{\"treatUrlsAndPointersAsImages\": true}}' \\\n  \
+         && gclip index add demo --images {} \\\n  \
+         && gclip serve --allow-dir {}   # then open http://127.0.0.1:8882/ui?index=demo",
+        images.display(),
+        args.out.display()
+    );
     println!("done in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -11,6 +11,7 @@ mod eval;
 mod experiment;
 mod index;
 mod preprocess;
+mod serve;
 mod similarity;
 mod synth;
 mod tokenize;
@@ -62,6 +63,8 @@ enum Command {
     Bench(bench::Args),
     /// Durable multimodal search indexes (Marqo-style) and the ANN benchmark.
     Index(index::Args),
+    /// Serve the indexes over HTTP with Marqo's API (the marqo Python client works unchanged).
+    Serve(serve::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,5 +87,6 @@ fn main() -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Index(a) => index::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }

@@ -51,6 +51,7 @@ fn demo_writes_every_section_and_a_page_with_existing_images() {
         "7. Examples",
         "Vintage Style Women's Oxfords",
         "HTML page:",
+        "gclip serve --allow-dir",
     ] {
         assert!(
             stdout.contains(section),

@@ -1,0 +1,85 @@
+//! `gclip serve`: the Marqo-compatible HTTP server (crates/gclip-server) on a loaded model.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use gclip_server::{BatchPolicy, Limits, ServerConfig};
+
+use crate::common::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on (port 0: any free port; the first stdout line names it).
+    #[arg(long, default_value = "127.0.0.1:8882")]
+    addr: SocketAddr,
+    /// Data directory (default: $GCLIP_DATA_DIR, else $XDG_DATA_HOME/gclip, else
+    /// ~/.local/share/gclip).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Require this key in the x-api-key header on every route but /health.
+    #[arg(long, env = "GCLIP_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// A directory whose images may be read by path (documents, queries, thumbnails);
+    /// repeatable. Without one, images come only as data:image/...;base64 URIs.
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    allow_dirs: Vec<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Documents per add / update request.
+    #[arg(long, default_value_t = Limits::default().max_batch_docs)]
+    max_batch_docs: usize,
+    /// Ids per delete-batch or batch get request.
+    #[arg(long, default_value_t = Limits::default().max_batch_ids)]
+    max_batch_ids: usize,
+    /// Largest image, in pixels (width x height).
+    #[arg(long, default_value_t = Limits::default().max_image_pixels)]
+    max_image_pixels: u64,
+    /// Largest image file or data URI, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_image_bytes)]
+    max_image_bytes: u64,
+    /// Longest text query, in characters.
+    #[arg(long, default_value_t = Limits::default().max_query_chars)]
+    max_query_chars: usize,
+    /// Longest filter string, in characters.
+    #[arg(long, default_value_t = Limits::default().max_filter_chars)]
+    max_filter_chars: usize,
+    /// Most entries of a weighted query or an embed request.
+    #[arg(long, default_value_t = Limits::default().max_query_terms)]
+    max_query_terms: usize,
+    /// Milliseconds the text batcher waits for concurrent requests to join a forward pass.
+    #[arg(long, default_value_t = 2)]
+    batch_window_ms: u64,
+    /// Most texts in one forward pass of the batcher.
+    #[arg(long, default_value_t = 64)]
+    max_text_batch: usize,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let clip = Arc::new(a.model.load()?);
+    let config = ServerConfig {
+        addr: a.addr,
+        data_dir: a.data_dir.unwrap_or_else(gclip::index::default_data_dir),
+        api_key: a.api_key.filter(|k| !k.is_empty()),
+        allow_dirs: a.allow_dirs,
+        limits: Limits {
+            max_body_bytes: a.max_body_bytes,
+            max_batch_docs: a.max_batch_docs,
+            max_batch_ids: a.max_batch_ids,
+            max_image_pixels: a.max_image_pixels,
+            max_image_bytes: a.max_image_bytes,
+            max_query_chars: a.max_query_chars,
+            max_filter_chars: a.max_filter_chars,
+            max_query_terms: a.max_query_terms,
+        },
+        batch: BatchPolicy {
+            window: std::time::Duration::from_millis(a.batch_window_ms),
+            max_texts: a.max_text_batch.max(1),
+        },
+    };
+    gclip_server::run(config, clip).context("gclip serve")
+}
