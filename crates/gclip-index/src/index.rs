@@ -1,5 +1,5 @@
 //! One index: its redb file (the source of truth), and the derived in-memory state (vectors,
-//! HNSW graph, lexical index) that serves searches.
+//! HNSW graph) and the tantivy text index (`text/`) that serve searches.
 //!
 //! Write path: validate -> embed (outside any state lock) -> one redb transaction (durable on
 //! commit: that is the acknowledgement) -> swap the documents into the in-memory state under a

@@ -4,9 +4,9 @@
 //! [`Index`] stores documents (JSON objects with `_id` and fields) in redb, its one
 //! crash-safe source of truth, and keeps derived structures for search: float32 vectors (with
 //! optional float16 / int8 codes for traversal), an HNSW graph persisted to `ann.bin` and
-//! caught up on open, and a BM25 inverted index. Settings, request and reply shapes follow
-//! Marqo's API (camelCase names, filter language, error codes), so an HTTP server can sit on
-//! this crate directly.
+//! caught up on open, and a tantivy BM25 index in `text/` (derived and caught up the same
+//! way). Settings, request and reply shapes follow Marqo's API (camelCase names, filter
+//! language, error codes), so an HTTP server can sit on this crate directly.
 //!
 //! Tensor fields are embedded through the [`Embedder`] trait; the gclip facade implements it
 //! for its `Clip` model. Scores: for the angular and dot-product spaces `_score` is the cosine
