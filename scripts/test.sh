@@ -15,8 +15,12 @@ if [[ "${GCLIP_TEST_RUST:-1}" != 0 ]]; then
 fi
 
 if [[ "${GCLIP_TEST_PYTHON:-1}" != 0 ]]; then
-  echo "== cargo build --release (the gclip binary the Python tests drive)"
-  cargo build --release --locked -p gclip-cli
+  # `cargo test --workspace` above already built target/release/gclip (its integration tests
+  # drive it); building it again alone would resolve other features and recompile much.
+  if [[ "${GCLIP_TEST_RUST:-1}" == 0 || ! -x target/release/gclip ]]; then
+    echo "== cargo build --release (the gclip binary the Python tests drive)"
+    cargo build --release --locked -p gclip-cli
+  fi
   venv="${GCLIP_TEST_VENV:-target/py-venv}"
   if [[ ! -x "$venv/bin/python" ]]; then
     echo "== creating $venv"
