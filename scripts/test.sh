@@ -26,7 +26,7 @@ if [[ "${GCLIP_TEST_PYTHON:-1}" != 0 ]]; then
     echo "== creating $venv"
     python3 -m venv "$venv"
   fi
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt -c tests/python/constraints.txt
   # The gclip Python package, built by maturin (pinned in requirements.txt) in the release
   # profile into this workspace's target dir, so it reuses the build above.
   echo "== pip install ./crates/gclip-python"
