@@ -2,7 +2,10 @@
 //! what open_clip computes end to end (tests/fixtures/reference/generate_cli.py).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{gclip, ok_stdout};
 
 use serde_json::Value;
 
@@ -13,24 +16,6 @@ fn fixture() -> PathBuf {
 fn expected() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap())
         .unwrap()
-}
-
-fn gclip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gclip"))
-        .args(args)
-        .env_remove("GCLIP_MODEL")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running gclip")
-}
-
-fn ok_stdout(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "gclip failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn model() -> String {

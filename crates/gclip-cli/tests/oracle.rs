@@ -2,27 +2,11 @@
 //! cross-checked through `gclip eval trec` on the run and qrels it writes.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+
+mod common;
+use common::{gclip, ok_stdout as ok};
 
 use serde_json::Value;
-
-fn gclip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gclip"))
-        .args(args)
-        .env_remove("GCLIP_MODEL")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running gclip")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "gclip failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
