@@ -1,4 +1,4 @@
-# Run: cd /work/main && env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /work/refvenv/bin/python bench/compare_torch.py [--arch ViT-B-32] [--batch 1,16] [--threads 2] [--precision fp32|int8] [--gclip CMD]
+# Run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE REFVENV/bin/python bench/compare_torch.py [--isa both|native|avx2] [--arch ViT-B-32] [--batch 1,16] [--threads 2] [--precision fp32|int8] [--gclip CMD]
 """open_clip on PyTorch and gclip side by side, same architecture, inputs and thread count.
 
 Builds the open_clip model with random weights, measures image and text throughput per batch
@@ -7,6 +7,11 @@ prints items/s for both and the ratio gclip / PyTorch. Texts are `--text-tokens`
 end tokens included) and padded to the 77-token context, as a tokenizer produces them; PyTorch
 always computes all 77 positions, gclip stops at the last end token. Rounds alternate between
 the two so that load from other processes hits both alike; the best round of each is reported.
+
+`--isa avx2` caps both sides to AVX2 + FMA, as on a CPU without AVX-512: gclip through
+`GCLIP_ISA=avx2`, PyTorch through its own dispatch (`ATEN_CPU_CAPABILITY`), oneDNN
+(`ONEDNN_MAX_CPU_ISA`) and MKL, which does its matrix products and ignores the other two
+(`MKL_ENABLE_INSTRUCTIONS`). `--isa both` (the default) runs the native ISA, then AVX2.
 """
 import argparse
 import os
@@ -18,6 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Set before torch is imported: MKL and oneDNN read them when they load.
+AVX2_ENV = {"GCLIP_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
 
 
 def default_gclip():
@@ -83,9 +91,24 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--text-tokens", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--isa", default="both", choices=["both", "native", "avx2"])
     ap.add_argument("--gclip", help="command running gclip bench (default: target/release/gclip bench, "
                     "else the gclip-engine bench example)")
     args = ap.parse_args()
+    if args.isa == "both":
+        for isa in ("native", "avx2"):
+            argv = [a for a in sys.argv[1:]]
+            if "--isa" in argv:
+                i = argv.index("--isa")
+                del argv[i:i + 2]
+            argv = [a for a in argv if not a.startswith("--isa=")]
+            print(f"== isa {isa}", flush=True)
+            rc = subprocess.run([sys.executable, __file__, "--isa", isa] + argv).returncode
+            if rc != 0:
+                sys.exit(rc)
+        return
+    if args.isa == "avx2":
+        os.environ.update(AVX2_ENV)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
     import open_clip
@@ -103,7 +126,7 @@ def main():
         for k, v in g.items():
             best_g[k] = max(best_g.get(k, 0.0), v)
         print(f"round {r + 1}: torch {fmt(t)} | gclip {fmt(g)}", flush=True)
-    print(f"arch {args.arch}, threads {args.threads}, gclip precision {args.precision}, "
+    print(f"isa {args.isa}, arch {args.arch}, threads {args.threads}, gclip precision {args.precision}, "
           f"torch {torch.__version__} fp32, texts of {args.text_tokens} tokens padded to 77, "
           f"best of {args.rounds} rounds")
     for line in notes:

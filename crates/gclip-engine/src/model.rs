@@ -509,6 +509,13 @@ impl EngineModel {
         self.threads
     }
 
+    /// The engine's worker pool. Callers run their own parallel work on it (image decoding
+    /// and preprocessing, say) so that work and the engine share `threads` threads instead
+    /// of oversubscribing the cores with a second pool.
+    pub fn thread_pool(&self) -> &rayon::ThreadPool {
+        &self.pool
+    }
+
     /// Float kernels in use.
     pub fn isa(&self) -> Isa {
         self.isa
@@ -541,11 +548,16 @@ impl EngineModel {
         let mut guard = self.scratch.try_lock().ok();
         let mut own = Scratch::default();
         let scratch = guard.as_deref_mut().unwrap_or(&mut own);
-        for (i0, chunk) in pixels.chunks(per * self.max_batch).enumerate() {
-            let nb = chunk.len() / per;
-            let o = &mut out[i0 * self.max_batch * self.embed_dim..][..nb * self.embed_dim];
-            self.vision_forward(chunk, nb, o, scratch)?;
-        }
+        // On the pool even with one thread, so that work the caller queued there (image
+        // decoding) takes turns with the towers instead of running beside them.
+        self.pool.install(|| {
+            for (i0, chunk) in pixels.chunks(per * self.max_batch).enumerate() {
+                let nb = chunk.len() / per;
+                let o = &mut out[i0 * self.max_batch * self.embed_dim..][..nb * self.embed_dim];
+                self.vision_forward(chunk, nb, o, scratch)?;
+            }
+            Ok::<_, EngineError>(())
+        })?;
         Ok(Embeddings::new(self.embed_dim, out)?)
     }
 
@@ -594,17 +606,20 @@ impl EngineModel {
         let mut guard = self.scratch.try_lock().ok();
         let mut own = Scratch::default();
         let scratch = guard.as_deref_mut().unwrap_or(&mut own);
-        for group in order.chunks(self.max_batch) {
-            let len = group.iter().map(|&i| lens[i].0).max().unwrap_or(1);
-            let rows: Vec<(&[u32], usize)> = group
-                .iter()
-                .map(|&i| (ids[i].as_slice(), lens[i].1))
-                .collect();
-            let emb = self.text_forward(&rows, len, scratch)?;
-            for (g, &i) in group.iter().enumerate() {
-                out[i * e..(i + 1) * e].copy_from_slice(&emb[g * e..(g + 1) * e]);
+        self.pool.install(|| {
+            for group in order.chunks(self.max_batch) {
+                let len = group.iter().map(|&i| lens[i].0).max().unwrap_or(1);
+                let rows: Vec<(&[u32], usize)> = group
+                    .iter()
+                    .map(|&i| (ids[i].as_slice(), lens[i].1))
+                    .collect();
+                let emb = self.text_forward(&rows, len, scratch)?;
+                for (g, &i) in group.iter().enumerate() {
+                    out[i * e..(i + 1) * e].copy_from_slice(&emb[g * e..(g + 1) * e]);
+                }
             }
-        }
+            Ok::<_, EngineError>(())
+        })?;
         Ok(Embeddings::new(e, out)?)
     }
 

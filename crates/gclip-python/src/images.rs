@@ -135,7 +135,8 @@ pub fn embed(clip: &Clip, items: &[ImageItem], normalize: bool, batch: usize) ->
 }
 
 fn preprocess_chunk(clip: &Clip, chunk: &[ImageItem], decode: &DecodeOptions) -> Result<Vec<f32>> {
-    let per: Vec<Result<Vec<f32>>> = chunk.par_iter().map(|i| i.pixels(clip, decode)).collect();
+    let per: Vec<Result<Vec<f32>>> =
+        clip.on_pool(|| chunk.par_iter().map(|i| i.pixels(clip, decode)).collect());
     let mut out = Vec::with_capacity(per.len() * clip.preprocessor().output_len());
     for p in per {
         out.extend_from_slice(&p?);

@@ -43,8 +43,9 @@ pub struct RuntimeOptions {
 }
 
 impl RuntimeOptions {
-    /// Sizes rayon's global pool (image decoding and preprocessing) like the engine, once per
-    /// process; a later call, or one after the pool started, leaves it as it is.
+    /// Sizes rayon's global pool like the engine, once per process (a later call, or one
+    /// after the pool started, leaves it as it is). The engine path decodes images on the
+    /// engine's own pool ([`Clip::on_pool`]); the global one serves the candle path.
     pub fn configure_global_threads(&self) -> Result<()> {
         if self.threads == Some(0) {
             return Err(Error::Invalid("the thread count must be at least 1".into()));
@@ -357,12 +358,24 @@ impl Clip {
         Ok(emb)
     }
 
+    /// Runs `work` (rayon parallel iterators inside it included) on the engine's pool, so
+    /// image decoding and the towers share one set of `--threads` threads; the candle path
+    /// has no pool of its own and uses rayon's global one.
+    pub fn on_pool<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        match &self.towers {
+            Towers::Engine(m) => m.thread_pool().install(work),
+            Towers::Candle(_) => work(),
+        }
+    }
+
     /// Embeds decoded images.
     pub fn embed_images(&self, images: &[RgbImage], normalized: bool) -> Result<Embeddings> {
-        let pixels: Vec<f32> = images
-            .par_iter()
-            .flat_map_iter(|img| self.preprocessor.preprocess(img))
-            .collect();
+        let pixels: Vec<f32> = self.on_pool(|| {
+            images
+                .par_iter()
+                .flat_map_iter(|img| self.preprocessor.preprocess(img))
+                .collect()
+        });
         self.embed_pixels(&pixels, normalized)
     }
 
@@ -403,20 +416,22 @@ impl Clip {
             let batch = self.batch_size;
             scope.spawn(move || {
                 for (b, chunk) in paths.chunks(batch).enumerate() {
-                    let pre: Vec<Result<Vec<f32>>> = chunk
-                        .par_iter()
-                        .map(|p| {
-                            // Keep the colour mode: the pipeline decides when to convert.
-                            let img =
-                                gclip_image::load_image(p, &self.decode).map_err(|source| {
-                                    Error::Image {
-                                        path: p.clone(),
-                                        source,
-                                    }
-                                })?;
-                            Ok(self.preprocessor.preprocess_image(&img))
-                        })
-                        .collect();
+                    let pre: Vec<Result<Vec<f32>>> = self.on_pool(|| {
+                        chunk
+                            .par_iter()
+                            .map(|p| {
+                                // Keep the colour mode: the pipeline decides when to convert.
+                                let img =
+                                    gclip_image::load_image(p, &self.decode).map_err(|source| {
+                                        Error::Image {
+                                            path: p.clone(),
+                                            source,
+                                        }
+                                    })?;
+                                Ok(self.preprocessor.preprocess_image(&img))
+                            })
+                            .collect()
+                    });
                     if tx.send((b * batch, pre)).is_err() {
                         return; // the consumer stopped on an error
                     }

@@ -42,7 +42,8 @@ impl Embedder for Clip {
         let decode = DecodeOptions::default();
         // Decode in the image's own colour mode and preprocess with the checkpoint's pipeline,
         // so an indexed image gets the same vector as `gclip embed` gives it.
-        let pixels: Vec<Result<Vec<f32>, EmbedError>> = images
+        let pixels: Vec<Result<Vec<f32>, EmbedError>> = self.on_pool(|| {
+            images
             .par_iter()
             .map(|i| {
                 let img = match i {
@@ -58,7 +59,8 @@ impl Embedder for Clip {
                 }?;
                 Ok(self.preprocessor().preprocess_image(&img))
             })
-            .collect();
+            .collect()
+        });
         let ok: Vec<f32> = pixels
             .iter()
             .filter_map(|p| p.as_ref().ok())
