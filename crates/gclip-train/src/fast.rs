@@ -221,3 +221,155 @@ impl FastState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The trainer's update against PyTorch with accumulation and a locked tower
+    //! (`accum_lock` of tests/fixtures/reference/generate_train.py).
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::optim::is_no_decay;
+    use crate::trainer::is_trainable;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reference/train")
+    }
+
+    fn f32s(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn i64s(t: &Tensor) -> Vec<i64> {
+        t.to_vec1::<i64>().unwrap()
+    }
+
+    fn tokens(t: &Tensor) -> Vec<Vec<u32>> {
+        t.to_vec2::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| v as u32).collect())
+            .collect()
+    }
+
+    /// ||a - b|| / ||b||.
+    fn norm_rel(a: &[f32], b: &[f32]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let n: f64 = b.iter().map(|v| (*v as f64).powi(2)).sum();
+        (d / n.max(1e-30)).sqrt()
+    }
+
+    #[test]
+    fn accumulated_update_with_a_locked_image_tower_matches_pytorch() {
+        let t: BTreeMap<String, Tensor> =
+            candle_core::safetensors::load(dir().join("accum_lock.safetensors"), &Device::Cpu)
+                .expect("fixture accum_lock.safetensors")
+                .into_iter()
+                .collect();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir().join("accum_lock.json")).unwrap())
+                .unwrap();
+        let loaded = gclip_model::load_weights(&dir().join("tiny"), &Default::default()).unwrap();
+        let initial = loaded.weights.to_tensors().unwrap();
+        let (lock_image, lock_text) = (meta["lock_image"].as_bool().unwrap(), false);
+        let trainable: Vec<String> = loaded
+            .weights
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| is_trainable(n, lock_image, lock_text))
+            .collect();
+        assert!(trainable.iter().all(|n| !n.starts_with("visual.")));
+        let b = meta["betas"].as_array().unwrap();
+        let adam = AdamWConfig {
+            beta1: b[0].as_f64().unwrap(),
+            beta2: b[1].as_f64().unwrap(),
+            eps: meta["eps"].as_f64().unwrap(),
+            weight_decay: meta["weight_decay"].as_f64().unwrap(),
+        };
+        let mut state = FastState::new(
+            &loaded.config,
+            &loaded.weights,
+            &trainable,
+            adam,
+            is_no_decay,
+        )
+        .unwrap();
+        let steps = meta["accum_steps"].as_u64().unwrap() as usize;
+        for s in 0..steps {
+            let key = |k: &str| &t[&format!("micro{s}.{k}")];
+            let query = tokens(key("query_tokens"));
+            let n = query.len();
+            let batch = RawBatch {
+                n,
+                left: vec![RawField::Text(query)],
+                left_alpha: vec![1.0; n],
+                right: vec![
+                    RawField::Image(f32s(key("images"))),
+                    RawField::Text(tokens(key("title_tokens"))),
+                ],
+                right_alpha: f32s(key("right_alpha")),
+                weights: f32s(key("weights")),
+                left_ids: i64s(key("query_ids"))
+                    .into_iter()
+                    .map(|v| v as u64)
+                    .collect(),
+                right_ids: i64s(key("doc_ids")).into_iter().map(|v| v as u64).collect(),
+            };
+            let loss = state
+                .micro_step(&batch, true, lock_image, lock_text)
+                .unwrap();
+            let want = meta["micro_losses"][s].as_f64().unwrap();
+            let e = (loss as f64 - want).abs() / want;
+            assert!(e < 1e-5, "micro-batch {s}: loss {loss} vs {want} ({e:e})");
+        }
+        assert_eq!(state.micro_count(), steps);
+        let names: Vec<String> = meta["named"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        // The locked tower gets no gradient; the others the mean over the micro-batches.
+        for name in &names {
+            let r = state.model.params.range(name).unwrap();
+            let g: Vec<f32> = state.model.grads[r]
+                .iter()
+                .map(|v| v / steps as f32)
+                .collect();
+            match t.get(&format!("grad.{name}")) {
+                Some(want) => {
+                    let e = norm_rel(&g, &f32s(want));
+                    eprintln!("gradient {name}: {e:.1e}");
+                    assert!(e < 2e-5, "gradient of {name}: rel err {e:e}");
+                }
+                None => assert!(g.iter().all(|&v| v == 0.0), "{name} is locked"),
+            }
+        }
+        let max_norm = meta["max_grad_norm"].as_f64().unwrap();
+        let (norm, _) = state
+            .update(meta["lr"].as_f64().unwrap(), Some(max_norm))
+            .unwrap();
+        let want_norm = meta["grad_norm"].as_f64().unwrap();
+        let en = (norm - want_norm).abs() / want_norm;
+        assert!(en < 3e-6, "grad norm {norm} vs {want_norm}");
+        for name in &names {
+            let r = state.model.params.range(name).unwrap();
+            let now = &state.model.params.data[r];
+            if name.starts_with("visual.") {
+                // Frozen: no step and no weight decay either.
+                assert_eq!(
+                    now,
+                    initial[name.as_str()].to_f32().as_slice(),
+                    "{name} moved"
+                );
+                continue;
+            }
+            let e = norm_rel(now, &f32s(&t[&format!("after.{name}")]));
+            eprintln!("after {name}: {e:.1e}");
+            assert!(e < 1e-5, "{name}: weights after the step, rel err {e:e}");
+        }
+        assert_eq!(state.micro_count(), 0);
+    }
+}

@@ -112,6 +112,13 @@ fn is_shared_param(name: &str) -> bool {
     name == "logit_scale" || name == "logit_bias"
 }
 
+/// Whether the optimizer updates `name`: all but a locked tower's parameters (the logit
+/// scale and bias belong to neither tower).
+pub(crate) fn is_trainable(name: &str, lock_image: bool, lock_text: bool) -> bool {
+    let img = is_image_param(name);
+    is_shared_param(name) || (img && !lock_image) || (!img && !lock_text)
+}
+
 impl Trainer {
     /// Builds a trainer whose tokenizer and image preprocessing are chosen by `resolve`
     /// once the starting point is known (the checkpoint's layout, directory and
@@ -166,10 +173,7 @@ impl Trainer {
             .ok_or_else(|| TrainError::Model("the model has no logit_scale".into()))?;
         let trainable: Vec<(String, Var)> = vars
             .iter()
-            .filter(|(n, _)| {
-                let img = is_image_param(n);
-                is_shared_param(n) || (img && !cfg.lock_image) || (!img && !cfg.lock_text)
-            })
+            .filter(|(n, _)| is_trainable(n, cfg.lock_image, cfg.lock_text))
             .cloned()
             .collect();
         let trainable_names: Vec<String> = trainable.iter().map(|(n, _)| n.clone()).collect();
