@@ -124,7 +124,7 @@ pub struct FastClip {
     pub params: Params,
     /// Gradients, same layout; [`FastClip::step`] adds into them.
     pub grads: Vec<f32>,
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
     isa: Isa,
     vision: StackR,
     text: StackR,
@@ -235,13 +235,13 @@ impl FastClip {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
         let pool = if threads > 1 {
-            Some(
+            Some(std::sync::Arc::new(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(|i| format!("gclip-train-{i}"))
                     .build()
                     .map_err(|e| FastTrainError::Input(format!("thread pool: {e}")))?,
-            )
+            ))
         } else {
             None
         };
@@ -266,6 +266,12 @@ impl FastClip {
         &self.cfg
     }
 
+    /// The step's worker pool (`None` with one thread), for the caller's own parallel work
+    /// (decoding the next batch's images) so it shares the step's threads.
+    pub fn thread_pool(&self) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+        self.pool.clone()
+    }
+
     /// The log-space logit scale.
     pub fn logit_scale(&self) -> f32 {
         self.params.data[self.logit_scale]
@@ -284,7 +290,7 @@ impl FastClip {
     fn ctx(&self) -> Ctx<'_> {
         Ctx {
             isa: self.isa,
-            pool: self.pool.as_ref(),
+            pool: self.pool.as_deref(),
         }
     }
 
@@ -497,7 +503,7 @@ impl FastClip {
         }
         let ctx = Ctx {
             isa: self.isa,
-            pool: self.pool.as_ref(),
+            pool: self.pool.as_deref(),
         };
         let prm = &self.params;
         let g = &mut self.grads;
@@ -641,7 +647,7 @@ impl FastClip {
         tape.seq = seq;
         let ctx = Ctx {
             isa: self.isa,
-            pool: self.pool.as_ref(),
+            pool: self.pool.as_deref(),
         };
         let prm = &self.params;
         let tok = prm.get(keys::TOKEN_EMBEDDING)?;
@@ -714,7 +720,7 @@ impl FastClip {
         }
         let ctx = Ctx {
             isa: self.isa,
-            pool: self.pool.as_ref(),
+            pool: self.pool.as_deref(),
         };
         let prm = &self.params;
         let g = &mut self.grads;

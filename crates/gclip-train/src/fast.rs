@@ -120,6 +120,11 @@ impl FastState {
         Ok(loss)
     }
 
+    /// The step's worker pool, if it has more than one thread.
+    pub fn thread_pool(&self) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+        self.model.thread_pool()
+    }
+
     /// Micro-batches accumulated since the last update.
     pub fn micro_count(&self) -> usize {
         self.micro

@@ -1,6 +1,8 @@
 //! The training loop.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -9,6 +11,7 @@ use gclip_model::{ClipConfig, ClipModel, Weights};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::codecs::{Codecs, StartingPoint};
@@ -91,7 +94,9 @@ pub struct Trainer {
     train: Dataset,
     eval: Option<Dataset>,
     text: Box<dyn TextEncoder>,
-    images: Box<dyn ImageLoader>,
+    images: Arc<dyn ImageLoader>,
+    /// The next batch's images, decoding while this one trains.
+    prefetch: Option<Prefetch>,
     preprocess: Option<serde_json::Value>,
     context_length: usize,
     step: usize,
@@ -110,6 +115,53 @@ fn is_image_param(name: &str) -> bool {
 }
 fn is_shared_param(name: &str) -> bool {
     name == "logit_scale" || name == "logit_bias"
+}
+
+/// A batch's decoded images by path; a failure keeps its message (the row is skipped).
+type Decoded = HashMap<PathBuf, std::result::Result<Vec<f32>, String>>;
+
+/// Images of batch `key` = (epoch, batch in epoch) decoding on another thread.
+struct Prefetch {
+    key: (usize, usize),
+    handle: std::thread::JoinHandle<Decoded>,
+}
+
+/// The distinct image files of `rows`.
+fn image_paths<'a>(rows: impl IntoIterator<Item = &'a Example>) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for ex in rows {
+        for f in ex.left.iter().chain(&ex.right) {
+            if let Field::Image(p) = f {
+                if seen.insert(p.clone()) {
+                    out.push(p.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decodes and preprocesses `paths` in parallel, on `pool` when given (the training step's,
+/// so decoding shares its threads) and on rayon's global pool otherwise.
+fn decode_images(
+    loader: &dyn ImageLoader,
+    pool: Option<&rayon::ThreadPool>,
+    paths: Vec<PathBuf>,
+) -> Decoded {
+    let run = || {
+        paths
+            .into_par_iter()
+            .map(|p| {
+                let px = loader.load(&p).map_err(|e| e.to_string());
+                (p, px)
+            })
+            .collect()
+    };
+    match pool {
+        Some(pool) => pool.install(run),
+        None => run(),
+    }
 }
 
 /// Whether the optimizer updates `name`: all but a locked tower's parameters (the logit
@@ -239,7 +291,8 @@ impl Trainer {
             train,
             eval,
             text,
-            images,
+            images: Arc::from(images),
+            prefetch: None,
             preprocess,
             context_length,
             step: 0,
@@ -323,7 +376,7 @@ impl Trainer {
 
     /// Encodes the examples into model inputs; rows whose image cannot be read
     /// are dropped (and reported). Returns `None` when fewer than 2 rows remain.
-    fn make_batch(&mut self, rows: &[&Example]) -> Result<Option<Batch>> {
+    fn make_batch(&mut self, rows: &[&Example], decoded: &Decoded) -> Result<Option<Batch>> {
         let size = self.model_cfg.vision.image_size;
         let mut kept: Vec<(&Example, Pixels, Pixels)> = Vec::new();
         'rows: for ex in rows {
@@ -331,7 +384,11 @@ impl Trainer {
             for (s, fields) in [&ex.left, &ex.right].into_iter().enumerate() {
                 for f in fields {
                     sides[s].push(match f {
-                        Field::Image(p) => match self.images.load(p) {
+                        Field::Image(p) => match decoded
+                            .get(p)
+                            .cloned()
+                            .unwrap_or_else(|| Err("not decoded".into()))
+                        {
                             Ok(px) if px.len() == 3 * size * size => Some(px),
                             Ok(px) => {
                                 tracing::warn!(
@@ -434,6 +491,47 @@ impl Trainer {
         }))
     }
 
+    /// The pool image decoding runs on: the fast step's, else rayon's global one.
+    fn decode_pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+        self.fast.as_ref().and_then(FastState::thread_pool)
+    }
+
+    /// Starts decoding batch `key`'s images on another thread.
+    fn start_prefetch(&mut self, key: (usize, usize), paths: Vec<PathBuf>) {
+        self.finish_prefetch();
+        let (loader, pool) = (Arc::clone(&self.images), self.decode_pool());
+        let handle = std::thread::spawn(move || decode_images(&*loader, pool.as_deref(), paths));
+        self.prefetch = Some(Prefetch { key, handle });
+    }
+
+    /// Waits for a prefetch nobody will use (the run stopped, or resumed elsewhere).
+    fn finish_prefetch(&mut self) {
+        if let Some(p) = self.prefetch.take() {
+            let _ = p.handle.join();
+        }
+    }
+
+    /// Batch `b` of `epoch`'s images: the prefetched ones when they are that batch's,
+    /// else decoded now.
+    fn batch_images(&mut self, epoch: usize, b: usize, rows: &[&Example]) -> Result<Decoded> {
+        match self.prefetch.take() {
+            Some(p) if p.key == (epoch, b) => p
+                .handle
+                .join()
+                .map_err(|_| TrainError::Data("the image decoding thread panicked".into())),
+            stale => {
+                if let Some(p) = stale {
+                    let _ = p.handle.join();
+                }
+                Ok(decode_images(
+                    &*self.images,
+                    self.decode_pool().as_deref(),
+                    image_paths(rows.iter().copied()),
+                ))
+            }
+        }
+    }
+
     fn encode_fields(&self, fields: &[FieldBatch]) -> Result<Vec<Tensor>> {
         fields
             .iter()
@@ -505,8 +603,14 @@ impl Trainer {
                     .map(|&i| self.train.examples[i].clone())
                     .collect();
                 let refs: Vec<&Example> = rows.iter().collect();
+                let decoded = self.batch_images(self.epoch, b, &refs)?;
+                if b + 1 < nb {
+                    let next = &order[(b + 1) * bs..((b + 2) * bs).min(order.len())];
+                    let paths = image_paths(next.iter().map(|&i| &self.train.examples[i]));
+                    self.start_prefetch((self.epoch, b + 1), paths);
+                }
                 self.batch_in_epoch += 1;
-                if let Some(batch) = self.make_batch(&refs)? {
+                if let Some(batch) = self.make_batch(&refs, &decoded)? {
                     let lv = match self.fast.is_some() {
                         true => {
                             let raw = raw_batch(&batch)?;
@@ -600,6 +704,7 @@ impl Trainer {
                 log.eval(r)?;
             }
         }
+        self.finish_prefetch();
         if let Some(pb) = &bar {
             pb.finish();
         }
@@ -647,7 +752,12 @@ impl Trainer {
         let mut losses = Vec::new();
         for chunk in ds.examples.chunks(self.cfg.batch_size) {
             let refs: Vec<&Example> = chunk.iter().collect();
-            let Some(b) = self.make_batch(&refs)? else {
+            let decoded = decode_images(
+                &*self.images,
+                self.decode_pool().as_deref(),
+                image_paths(refs.iter().copied()),
+            );
+            let Some(b) = self.make_batch(&refs, &decoded)? else {
                 continue;
             };
             let l = fuse_fields(&self.encode_fields(&b.left)?, &b.left_alpha)?.detach();
