@@ -1,5 +1,5 @@
 # Run (from the repository root, with a Python that has torch + open_clip):
-#   python bench/compare_train.py [--model tiny|experiment] [--batch 32] [--steps 20] [--threads 2] [--rounds 2]
+#   python bench/compare_train.py [--isa both|native|avx2] [--model tiny|experiment] [--batch 32] [--steps 20] [--threads 2] [--rounds 2]
 """Training steps/s: open_clip on PyTorch vs gclip's fast CPU step vs gclip-train on candle, side by side.
 
 Models: `tiny` starts every side from tests/fixtures/reference/train/tiny (open_clip layout);
@@ -12,17 +12,25 @@ runs open_clip's model in train mode; gclip runs `cargo bench -p gclip-fasttrain
 alternate between the two; the best round of each is reported with the ratio gclip / PyTorch.
 On a shared, loaded machine PyTorch's 2-thread OpenMP pool suffers most from contention: also
 run `--threads 1` and check `uptime` before trusting a ratio.
+
+Each PyTorch measurement runs in a fresh child process, so its peak RSS (VmHWM) is its own; the
+fast step's bench reports its own peak too. `--isa avx2` caps both sides to AVX2 + FMA as on a
+CPU without AVX-512 (gclip by GCLIP_ISA; PyTorch by ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and
+MKL_ENABLE_INSTRUCTIONS); `--isa both` (the default) runs the native ISA, then AVX2.
 """
 import argparse
 import json
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+AVX2_ENV = {"GCLIP_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
 TINY = ROOT / "tests/fixtures/reference/train/tiny"
 
 
@@ -89,14 +97,32 @@ def torch_steps_per_s(batch, steps, threads, model_name):
     return steps / (time.perf_counter() - t)
 
 
-def gclip_steps_per_s(batch, steps, threads, model_name, crate, bench):
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+def peak_rss_mib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    return None
+
+
+def torch_child(batch, steps, threads, model_name, env):
+    """PyTorch in a fresh process: (steps/s, peak RSS MiB)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--torch-child", "--batch", str(batch), "--steps", str(steps),
+         "--threads", str(threads), "--model", model_name],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    r = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    return r["steps_per_s"], r["peak_rss_mib"]
+
+
+def gclip_steps_per_s(batch, steps, threads, model_name, crate, bench, env):
+    env = dict(env, RAYON_NUM_THREADS=str(threads))
     out = subprocess.run(
         ["cargo", "bench", "-q", "-p", crate, "--bench", bench, "--", str(batch), str(steps), model_name],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     ).stdout
-    line = [l for l in out.splitlines() if l.startswith("{")][-1]
-    return json.loads(line)["steps_per_s"]
+    r = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    return r["steps_per_s"], r.get("peak_rss_mib")
 
 
 def main():
@@ -106,19 +132,37 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--isa", choices=["both", "native", "avx2"], default="both")
     ap.add_argument("--no-candle", action="store_true", help="skip the (slow) candle backend")
+    ap.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    best = {"torch": 0.0, "fast": 0.0, "candle": 0.0}
-    for _ in range(a.rounds):
-        best["torch"] = max(best["torch"], torch_steps_per_s(a.batch, a.steps, a.threads, a.model))
-        best["fast"] = max(best["fast"], gclip_steps_per_s(a.batch, a.steps, a.threads, a.model, "gclip-fasttrain", "fast_step"))
-        if not a.no_candle:
-            best["candle"] = max(best["candle"], gclip_steps_per_s(a.batch, a.steps, a.threads, a.model, "gclip-train", "train_step"))
-    print(f"model {a.model}, batch {a.batch}, {a.threads} threads, best of {a.rounds}")
-    names = {"torch": "open_clip / torch", "fast": "gclip fast step", "candle": "gclip-train (candle)"}
-    for k, label in names.items():
-        if best[k] > 0:
-            print(f"  {label:22}: {best[k]:8.2f} steps/s  ({best[k] * a.batch:8.1f} pairs/s)  x{best[k] / best['torch']:.2f} torch")
+    if a.torch_child:
+        sps = torch_steps_per_s(a.batch, a.steps, a.threads, a.model)
+        print(json.dumps({"steps_per_s": sps, "peak_rss_mib": peak_rss_mib()}))
+        return
+    for isa in (["native", "avx2"] if a.isa == "both" else [a.isa]):
+        env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+        if isa == "avx2":
+            env.update(AVX2_ENV)
+        best = {"torch": 0.0, "fast": 0.0, "candle": 0.0}
+        rss = {}
+        for _ in range(a.rounds):
+            sps, rss["torch"] = torch_child(a.batch, a.steps, a.threads, a.model, env)
+            best["torch"] = max(best["torch"], sps)
+            sps, rss["fast"] = gclip_steps_per_s(a.batch, a.steps, a.threads, a.model,
+                                                 "gclip-fasttrain", "fast_step", env)
+            best["fast"] = max(best["fast"], sps)
+            if not a.no_candle:
+                sps, _ = gclip_steps_per_s(a.batch, a.steps, a.threads, a.model,
+                                           "gclip-train", "train_step", env)
+                best["candle"] = max(best["candle"], sps)
+        print(f"isa {isa}, model {a.model}, batch {a.batch}, {a.threads} threads, best of {a.rounds}")
+        names = {"torch": "open_clip / torch", "fast": "gclip fast step", "candle": "gclip-train (candle)"}
+        for k, label in names.items():
+            if best[k] > 0:
+                mem = f", peak RSS {rss[k]} MiB" if rss.get(k) else ""
+                print(f"  {label:22}: {best[k]:8.2f} steps/s  ({best[k] * a.batch:8.1f} pairs/s)  "
+                      f"x{best[k] / best['torch']:.2f} torch{mem}", flush=True)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         serde_json::json!({"model": name, "batch": batch, "steps": steps, "steps_per_s": sps,
-                           "pairs_per_s": sps * batch as f64, "last_loss": last})
+                           "pairs_per_s": sps * batch as f64, "last_loss": last,
+                           "isa": gclip_engine::cpu::features().isa.name(),
+                           "peak_rss_mib": gclip_engine::bench::peak_rss_kib().map(|k| k / 1024)})
     );
     Ok(())
 }
