@@ -1,6 +1,7 @@
 //! Measures how long reopening a large index takes (no rebuild: the graph is loaded from
 //! `ann.bin`, vectors and documents from redb).
-//! Usage: cargo run -p gclip-index --example reopen -- DIR [N] [DIM]
+//! Usage: cargo run -p gclip-index --example reopen -- DIR [N] [DIM] [NUMERIC_TYPE]
+//! (NUMERIC_TYPE: `vectorNumericType` of a new index, default float32).
 
 use gclip_index::*;
 use serde_json::json;
@@ -11,10 +12,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let dir = args.get(1).expect("usage: reopen DIR [N] [DIM]");
     let n: usize = args.get(2).map_or(100_000, |s| s.parse().expect("N"));
     let dim: usize = args.get(3).map_or(512, |s| s.parse().expect("DIM"));
+    let numeric = args.get(4).map_or("float32", String::as_str);
     let engine = Engine::open(dir)?;
     if engine.list()?.iter().all(|x| x != "big") {
         let settings = IndexSettings::from_json(
-            &json!({"annParameters": {"parameters": {"m": 16, "efConstruction": 64}}}),
+            &json!({"vectorNumericType": numeric, "annParameters": {"parameters": {"m": 16, "efConstruction": 64}}}),
         )?;
         let ix = engine.create_index_for("big", settings, "custom", dim, None)?;
         let mut s = 1u64;

@@ -60,9 +60,11 @@ impl Ord for Cand {
     }
 }
 
+/// Per-thread visited marks: 16-bit generation stamps (half the cache footprint of 32-bit
+/// ones; 100k nodes take 200 KB, which stays in L2), cleared once every 65,535 searches.
 struct Visited {
-    marks: Vec<u32>,
-    epoch: u32,
+    marks: Vec<u16>,
+    epoch: u16,
 }
 
 impl Visited {
@@ -181,9 +183,11 @@ impl Hnsw {
     fn for_neighbors(&self, i: u32, layer: usize, mut f: impl FnMut(u32)) {
         if layer == 0 {
             let base = i as usize * (self.m0 + 1);
-            let n = (self.links0[base].load(AO::Acquire) as usize).min(self.m0);
-            for k in 0..n {
-                f(self.links0[base + 1 + k].load(AO::Relaxed));
+            // One bounds check for the whole list, not one per link.
+            let list = &self.links0[base..base + 1 + self.m0];
+            let n = (list[0].load(AO::Acquire) as usize).min(self.m0);
+            for l in &list[1..1 + n] {
+                f(l.load(AO::Relaxed));
             }
         } else {
             let g = self.upper[i as usize].read();
@@ -191,6 +195,23 @@ impl Hnsw {
                 l.iter().copied().for_each(f);
             }
         }
+    }
+
+    /// Hints that node `i`'s layer-0 list will be read soon.
+    #[inline]
+    fn prefetch_links(&self, i: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let at = i as usize * (self.m0 + 1);
+            let p = self.links0.as_ptr().wrapping_add(at) as *const i8;
+            // Prefetching is only a hint: it never faults, even past the end.
+            for off in (0..4 * (self.m0 + 1)).step_by(64) {
+                unsafe { _mm_prefetch(p.wrapping_add(off), _MM_HINT_T0) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
     }
 
     fn neighbors(&self, i: u32, layer: usize) -> Vec<u32> {
@@ -264,6 +285,13 @@ impl Hnsw {
             while let Some(Reverse(c)) = cands.pop() {
                 if results.len() >= ef && results.peek().is_some_and(|w| c.dist > w.dist) {
                     break;
+                }
+                // The next candidate's list loads while this one's neighbours are scored
+                // (the top may still change; a wasted hint costs little).
+                if layer == 0 {
+                    if let Some(Reverse(next)) = cands.peek() {
+                        self.prefetch_links(next.id);
+                    }
                 }
                 let mut nf = 0;
                 self.for_neighbors(c.id, layer, |n| {

@@ -36,6 +36,8 @@ const DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("docs");
 const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("vectors");
 
 const DEAD: u32 = u32::MAX;
+/// The float32 rows' scratch file of float16 / int8 indexes (see [`VectorData::spilled`]).
+const ROWS_FILE: &str = "rows.f32";
 const GRAPH_MAGIC: &[u8; 8] = b"GCLIPANN";
 /// Fields whose names start with this are reserved (as in Marqo).
 const RESERVED: [&str; 5] = ["_id", "_tensor_facets", "_highlights", "_score", "_found"];
@@ -414,8 +416,20 @@ impl Index {
         }
         let metric = metric_of(&settings);
         let p = settings.ann_parameters.parameters;
-        let mut vectors = VectorData::new(dim, metric, settings.vector_numeric_type);
-        vectors.reserve(next_vid);
+        // With float16 / int8 the float32 rows (read only to rescore and to build) go to a
+        // memory-mapped scratch file written again on every open; redb stays the truth.
+        let rows_path = dir.join(ROWS_FILE);
+        let mut vectors =
+            VectorData::spilled(dim, metric, settings.vector_numeric_type, &rows_path)
+                .map_err(|e| Error::io(&rows_path, e))?;
+        vectors
+            .reserve(next_vid)
+            .map_err(|e| Error::io(&rows_path, e))?;
+        let push = |v: &mut VectorData, row: &[f32]| -> Result<()> {
+            v.push(row)
+                .map(|_| ())
+                .map_err(|e| Error::io(&rows_path, e))
+        };
         {
             let vt = rtx.open_table(VECTORS)?;
             let zero = vec![0f32; dim];
@@ -427,7 +441,7 @@ impl Index {
                     return Err(corrupt(format!("vector {vid} past next_vid {next_vid}")));
                 }
                 while vectors.len() < vid {
-                    vectors.push(&zero);
+                    push(&mut vectors, &zero)?;
                 }
                 let b = v.value();
                 if b.len() != dim * 4 {
@@ -436,10 +450,10 @@ impl Index {
                 for (x, c) in row.iter_mut().zip(b.chunks_exact(4)) {
                     *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
-                vectors.push(&row);
+                push(&mut vectors, &row)?;
             }
             while vectors.len() < next_vid {
-                vectors.push(&zero);
+                push(&mut vectors, &zero)?;
             }
         }
         let mut state = State {
@@ -1454,6 +1468,13 @@ impl Index {
         if records.is_empty() {
             return Ok(());
         }
+        // Room for the new rows first: after the commit below nothing may fail.
+        let rows_path = self.dir.join(ROWS_FILE);
+        self.state
+            .write()
+            .vectors
+            .reserve(new_vectors.len())
+            .map_err(|e| Error::io(&rows_path, e))?;
         // The acknowledgement point: one durable transaction.
         let generation = self.state.read().generation;
         let tx = self.db.begin_write()?;
@@ -1479,9 +1500,9 @@ impl Index {
         let first_new = {
             let mut st = self.state.write();
             let first = st.vectors.len();
-            st.vectors.reserve(new_vectors.len());
             for (_, v) in &new_vectors {
-                st.vectors.push(v);
+                // Cannot fail: the room was reserved before the commit.
+                st.vectors.push(v).map_err(|e| Error::io(&rows_path, e))?;
                 st.vids.push(VidInfo {
                     doc: DEAD,
                     field: 0,

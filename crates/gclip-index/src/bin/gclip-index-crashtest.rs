@@ -1,6 +1,7 @@
 //! Test helper for the durability test (not a user tool): streams documents into an index from
 //! several writer threads and prints `ACK <id>` after each acknowledged add, until killed.
-//! Usage: gclip-index-crashtest DATA_DIR WRITERS DOCS_PER_WRITER ID_PREFIX
+//! Usage: gclip-index-crashtest DATA_DIR WRITERS DOCS_PER_WRITER ID_PREFIX [NUMERIC_TYPE]
+//! (NUMERIC_TYPE: the new index's `vectorNumericType`, default float32).
 
 use gclip_index::*;
 use serde_json::json;
@@ -48,8 +49,10 @@ fn words_vector(t: &str) -> Vec<f32> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 5 {
-        eprintln!("usage: gclip-index-crashtest DATA_DIR WRITERS DOCS_PER_WRITER ID_PREFIX");
+    if args.len() != 5 && args.len() != 6 {
+        eprintln!(
+            "usage: gclip-index-crashtest DATA_DIR WRITERS DOCS_PER_WRITER ID_PREFIX [NUMERIC_TYPE]"
+        );
         std::process::exit(2);
     }
     let writers: usize = args[2].parse().expect("WRITERS");
@@ -60,7 +63,14 @@ fn main() {
     let ix = match engine.index("crash", Some(emb.clone())) {
         Ok(ix) => ix,
         Err(Error::IndexNotFound(_)) => engine
-            .create_index("crash", IndexSettings::default(), emb)
+            .create_index(
+                "crash",
+                IndexSettings::from_json(&json!({
+                    "vectorNumericType": args.get(5).map_or("float32", String::as_str)
+                }))
+                .expect("settings"),
+                emb,
+            )
             .expect("create"),
         Err(e) => panic!("{e}"),
     };
