@@ -314,6 +314,19 @@ struct Scratch {
     qkv: Vec<f32>,
     att: Vec<f32>,
     mlp: Vec<f32>,
+    /// Vision im2col rows, patch embeddings and the residual stream, kept between calls:
+    /// fresh multi-megabyte buffers per batch cost page faults and zeroing.
+    patches: Vec<f32>,
+    emb: Vec<f32>,
+    x: Vec<f32>,
+}
+
+/// `v` resized to exactly `n` values, reusing its allocation (contents unspecified: every
+/// caller overwrites all `n`).
+fn reuse(mut v: Vec<f32>, n: usize) -> Vec<f32> {
+    v.resize(n, 0.0);
+    v.truncate(n);
+    v
 }
 
 impl Scratch {
@@ -811,7 +824,7 @@ impl EngineModel {
         let np = g * g;
         let seq = np + 1;
         // im2col: one row per patch, ordered (channel, ky, kx) like the conv weight.
-        let mut patches = vec![0.0f32; n * np * pdim];
+        let mut patches = reuse(std::mem::take(&mut s.patches), n * np * pdim);
         for b in 0..n {
             let img = &pixels[b * 3 * sz * sz..(b + 1) * 3 * sz * sz];
             for gy in 0..g {
@@ -826,7 +839,7 @@ impl EngineModel {
                 }
             }
         }
-        let mut emb = vec![0.0f32; n * np * w];
+        let mut emb = reuse(std::mem::take(&mut s.emb), n * np * w);
         gemm(
             self.isa,
             self.pool_opt(),
@@ -838,9 +851,9 @@ impl EngineModel {
             w,
             Epilogue::default(),
         )?;
-        drop(patches);
+        s.patches = patches;
         let m = n * seq;
-        let mut x = vec![0.0f32; m * w];
+        let mut x = reuse(std::mem::take(&mut s.x), m * w);
         for b in 0..n {
             let xb = &mut x[b * seq * w..(b + 1) * seq * w];
             for (o, (c, q)) in xb[..w].iter_mut().zip(v.class.iter().zip(&v.pos[..w])) {
@@ -850,6 +863,7 @@ impl EngineModel {
                 *o = emb[b * np * w + i] + q;
             }
         }
+        s.emb = emb;
         s.ensure(m, &v.stack);
         if let Some(ln) = &v.ln_pre {
             self.ln(&x, &mut s.h, m, w, ln, v.stack.eps)?;
@@ -887,6 +901,7 @@ impl EngineModel {
                 }
             }
         }
+        s.x = x;
         gemm(
             self.isa,
             None,
