@@ -321,8 +321,8 @@ pub async fn add_documents(State(st): S, Path(name): Path<String>, Body(b): Body
             }
             Some(_) => {
                 return Err(ApiError::invalid(format!(
-                    "`{k}` is not supported: gclip serve does not download images"
-                )))
+                "`{k}` is not supported: gclip serve sends no custom headers with image downloads"
+            )))
             }
             None => {}
         }
@@ -555,7 +555,7 @@ pub fn parse_search(body: Value, limits: &crate::Limits) -> Result<SearchRequest
     ] {
         if m.get(k).is_some_and(|v| !is_empty_option(v)) {
             return Err(ApiError::invalid(format!(
-                "`{k}` is not supported: gclip serve does not download images"
+                "`{k}` is not supported: gclip serve sends no custom headers with image downloads"
             )));
         }
         m.remove(k);
@@ -632,7 +632,7 @@ pub async fn embed(State(st): S, Path(name): Path<String>, Body(b): Body) -> Rep
     for k in ["imageDownloadHeaders", "mediaDownloadHeaders"] {
         if m.remove(k).is_some_and(|v| !is_empty_option(&v)) {
             return Err(ApiError::invalid(format!(
-                "`{k}` is not supported: gclip serve does not download images"
+                "`{k}` is not supported: gclip serve sends no custom headers with image downloads"
             )));
         }
     }
