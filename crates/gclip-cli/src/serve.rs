@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use gclip_server::{BatchPolicy, Limits, ServerConfig, UrlPolicy};
+use gclip_server::{AddBatchPolicy, BatchPolicy, Limits, ServerConfig, UrlPolicy};
 
 use crate::common::ModelArgs;
 
@@ -74,6 +74,13 @@ pub struct Args {
     /// Most texts in one forward pass of the batcher.
     #[arg(long, default_value_t = 64)]
     max_text_batch: usize,
+    /// Most documents in one merged commit of concurrent add requests to an index (1: each
+    /// request commits on its own).
+    #[arg(long, default_value_t = AddBatchPolicy::default().max_docs)]
+    max_add_batch_docs: usize,
+    /// Milliseconds the add merger waits for another request while adds arrive concurrently.
+    #[arg(long, default_value_t = 2)]
+    add_batch_window_ms: u64,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -110,6 +117,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         batch: BatchPolicy {
             window: std::time::Duration::from_millis(a.batch_window_ms),
             max_texts: a.max_text_batch.max(1),
+        },
+        add_batch: AddBatchPolicy {
+            max_docs: a.max_add_batch_docs.max(1),
+            window: std::time::Duration::from_millis(a.add_batch_window_ms),
         },
     };
     gclip_server::run(config, clip).context("gclip serve")

@@ -20,12 +20,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod adds;
 mod embedder;
 mod error;
 pub mod fetch;
 mod handlers;
 mod ui;
 
+pub use adds::{AddBatchPolicy, AddStats};
 pub use embedder::{BatchPolicy, BatchStats, ImagePolicy, ServerEmbedder};
 pub use error::ApiError;
 pub use fetch::{UrlFetcher, UrlPolicy};
@@ -94,6 +96,8 @@ pub struct ServerConfig {
     pub urls: Option<UrlPolicy>,
     pub limits: Limits,
     pub batch: BatchPolicy,
+    /// How concurrent add requests to one index are merged into one commit.
+    pub add_batch: AddBatchPolicy,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +110,7 @@ impl Default for ServerConfig {
             urls: None,
             limits: Limits::default(),
             batch: BatchPolicy::default(),
+            add_batch: AddBatchPolicy::default(),
         }
     }
 }
@@ -126,6 +131,8 @@ pub struct AppState {
     pub engine: Engine,
     pub embedder: Arc<ServerEmbedder>,
     pub limits: Limits,
+    pub(crate) adds: adds::AddBatcher,
+    pub(crate) add_batch: AddBatchPolicy,
     api_key: Option<Vec<u8>>,
     pub model_name: String,
 }
@@ -151,6 +158,11 @@ impl AppState {
             engine,
             embedder,
             limits: config.limits.clone(),
+            adds: adds::AddBatcher::default(),
+            add_batch: AddBatchPolicy {
+                max_docs: config.add_batch.max_docs.max(1),
+                ..config.add_batch
+            },
             api_key: config.api_key.as_ref().map(|k| k.as_bytes().to_vec()),
             model_name,
         }))
