@@ -146,9 +146,18 @@ struct CheckedResolver {
     policy: Arc<UrlPolicy>,
 }
 
+std::thread_local! {
+    /// The deadline of the fetch running on this thread: the client calls the resolver on
+    /// the thread that made the request, so the lookup gets what is left of the time limit.
+    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
 impl ureq::Resolver for CheckedResolver {
     fn resolve(&self, netloc: &str) -> std::io::Result<Vec<SocketAddr>> {
-        let addrs = lookup(netloc, self.policy.timeout)?;
+        let left = DEADLINE.get().map_or(self.policy.timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let addrs = lookup(netloc, left)?;
         if addrs.is_empty() {
             return Err(std::io::Error::other(Refused(format!(
                 "{netloc} has no address"
@@ -239,6 +248,14 @@ impl UrlFetcher {
     pub fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
         let p = &self.policy;
         let deadline = Instant::now() + p.timeout;
+        DEADLINE.set(Some(deadline));
+        let r = self.fetch_until(url, deadline);
+        DEADLINE.set(None);
+        r
+    }
+
+    fn fetch_until(&self, url: &str, deadline: Instant) -> Result<Vec<u8>, String> {
+        let p = &self.policy;
         let mut current = parse_http_url(url).map_err(|e| format!("image URL {url}: {e}"))?;
         let mut hops = 0u32;
         loop {
