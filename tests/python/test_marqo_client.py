@@ -304,3 +304,42 @@ def test_api_key(gclip_bin, tmp_path):
         assert good.index("keyed").search("hello")["hits"][0]["_id"] == "1"
     finally:
         srv.stop()
+
+
+def test_image_urls_with_allow_url(gclip_bin, shop, tmp_path):
+    """--allow-url downloads image URLs; the images come from a local HTTP server whose port
+    is let through by the testing-only loopback option, while every other loopback port (here
+    the gclip server's own) stays refused."""
+    import functools
+    import http.server
+    import threading
+
+    out, docs = shop
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out / "images"))
+    handler.log_message = lambda *a: None
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    srv = Server(gclip_bin, tmp_path / "data", "--allow-url",
+                 "--test-allow-url-loopback-port", site.server_port)
+    try:
+        srv.start()
+        mq = marqo.Client(url=srv.url)
+        mq.create_index("web", treat_urls_and_pointers_as_images=True)
+        ix = mq.index("web")
+        base = f"http://127.0.0.1:{site.server_port}/"
+        names = [pathlib.Path(d["image"]).name for d in docs[:3]]
+        r = ix.add_documents(
+            [{"_id": n, "image": base + n} for n in names]
+            + [{"_id": "self", "image": srv.url + "/health"},
+               {"_id": "missing", "image": base + "no-such.png"}],
+            tensor_fields=["image"])
+        status = {it["_id"]: it["status"] for it in r["items"]}
+        assert status == {**{n: 200 for n in names}, "self": 400, "missing": 400}, r
+        msgs = {it["_id"]: it.get("message", "") for it in r["items"]}
+        assert "loopback" in msgs["self"] and "HTTP 404" in msgs["missing"], msgs
+        hits = ix.search(base + names[1], limit=3)["hits"]
+        assert hits[0]["_id"] == names[1]
+    finally:
+        srv.stop()
+        site.shutdown()
+        site.server_close()

@@ -2,8 +2,10 @@
 //! - a cross-request text batcher (one worker thread; concurrent requests' texts are embedded
 //!   in one forward pass, which is several times cheaper per text than one pass each), and
 //! - the image policy: paths are read only inside the canonicalised `--allow-dir` roots, URLs
-//!   are refused, decoding runs under the server's pixel and byte limits.
+//!   are fetched only with `--allow-url` (see [`crate::fetch`]), decoding runs under the
+//!   server's pixel and byte limits.
 
+use crate::fetch::UrlFetcher;
 use gclip::image::{DecodeOptions, PilImage};
 use gclip::index::{EmbedError, Embedder, ImageInput};
 use gclip::{Clip, Embeddings};
@@ -52,6 +54,8 @@ pub struct ImagePolicy {
     pub roots: Vec<PathBuf>,
     pub max_pixels: u64,
     pub max_bytes: u64,
+    /// Fetches image URLs; None (the default) refuses them.
+    pub urls: Option<Arc<UrlFetcher>>,
 }
 
 impl ImagePolicy {
@@ -74,6 +78,7 @@ impl ImagePolicy {
             roots,
             max_pixels,
             max_bytes,
+            urls: None,
         })
     }
 
@@ -110,35 +115,61 @@ impl ImagePolicy {
 
     /// Decodes an image input under the policy.
     pub fn load(&self, input: &ImageInput) -> Result<PilImage, EmbedError> {
-        let opts = self.decode_options();
         match input {
             ImageInput::Path(p) => {
                 let c = self.resolve(p).map_err(EmbedError::new)?;
-                gclip::image::load_image(&c, &opts).map_err(|e| {
+                gclip::image::load_image(&c, &self.decode_options()).map_err(|e| {
                     EmbedError::with_source(format!("cannot read image {}: {e}", p.display()), e)
                 })
             }
-            ImageInput::Bytes(b) => {
-                if b.is_empty() {
-                    return Err(EmbedError::new("image data URI holds no valid base64 data"));
-                }
-                if b.len() as u64 > self.max_bytes {
-                    return Err(EmbedError::new(format!(
-                        "image is {} bytes, over the limit of {} bytes (--max-image-bytes)",
-                        b.len(),
-                        self.max_bytes
-                    )));
-                }
-                gclip::image::decode_image(b, &opts)
-                    .map_err(|e| EmbedError::with_source(format!("cannot decode image: {e}"), e))
+            ImageInput::Bytes(b) => self.decode_bytes(b, None),
+            ImageInput::Url(u) => {
+                let bytes = self.fetch(u)?;
+                self.decode_bytes(&bytes, Some(u))
             }
-            ImageInput::Url(u) => Err(EmbedError::new(format!(
-                "image URL {u}: gclip serve does not download images (there is no --allow-url \
-                 yet); give a path inside an --allow-dir root or a data:image/...;base64 URI"
-            ))),
         }
     }
+
+    /// The bytes behind an image URL, under the URL policy.
+    pub fn fetch(&self, url: &str) -> Result<Vec<u8>, EmbedError> {
+        let Some(f) = &self.urls else {
+            return Err(EmbedError::new(format!(
+                "image URL {url}: gclip serve does not download images unless started with \
+                 --allow-url; give a path inside an --allow-dir root or a \
+                 data:image/...;base64 URI"
+            )));
+        };
+        f.fetch(url).map_err(EmbedError::new)
+    }
+
+    /// Decodes image bytes (a data URI's, or a fetched URL's when `url` is given).
+    fn decode_bytes(&self, b: &[u8], url: Option<&str>) -> Result<PilImage, EmbedError> {
+        if b.is_empty() {
+            return Err(EmbedError::new(match url {
+                Some(u) => format!("image URL {u}: the server sent an empty body"),
+                None => "image data URI holds no valid base64 data".into(),
+            }));
+        }
+        if b.len() as u64 > self.max_bytes {
+            return Err(EmbedError::new(format!(
+                "image is {} bytes, over the limit of {} bytes (--max-image-bytes)",
+                b.len(),
+                self.max_bytes
+            )));
+        }
+        gclip::image::decode_image(b, &self.decode_options()).map_err(|e| {
+            let msg = match url {
+                Some(u) => format!("image URL {u}: cannot decode the image it sent: {e}"),
+                None => format!("cannot decode image: {e}"),
+            };
+            EmbedError::with_source(msg, e)
+        })
+    }
 }
+
+/// URLs fetched at once from one batch: enough to overlap network waits, few enough to be
+/// polite to one remote host.
+const PARALLEL_FETCHES: usize = 8;
 
 /// The embedder the server attaches to every index.
 pub struct ServerEmbedder {
@@ -297,10 +328,45 @@ impl Embedder for ServerEmbedder {
     }
 
     fn embed_images(&self, images: &[ImageInput]) -> Vec<Result<Vec<f32>, EmbedError>> {
+        // Downloads wait on the network, not the CPU: they run on threads of their own, a few
+        // at a time, rather than on the compute pool the decoding below runs on.
+        let urls: Vec<(usize, &str)> = images
+            .iter()
+            .enumerate()
+            .filter_map(|(k, i)| match i {
+                ImageInput::Url(u) => Some((k, u.as_str())),
+                _ => None,
+            })
+            .collect();
+        let mut fetched: Vec<Option<Result<Vec<u8>, EmbedError>>> =
+            (0..images.len()).map(|_| None).collect();
+        for group in urls.chunks(PARALLEL_FETCHES) {
+            let got: Vec<Result<Vec<u8>, EmbedError>> = std::thread::scope(|s| {
+                let hs: Vec<_> = group
+                    .iter()
+                    .map(|(_, u)| s.spawn(|| self.images.fetch(u)))
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(EmbedError::new("the image download failed")))
+                    })
+                    .collect()
+            });
+            for ((k, _), r) in group.iter().zip(got) {
+                fetched[*k] = Some(r);
+            }
+        }
         let pixels: Vec<Result<Vec<f32>, EmbedError>> = images
             .par_iter()
-            .map(|i| {
-                let img = self.images.load(i)?;
+            .zip(fetched.into_par_iter())
+            .map(|(i, f)| {
+                let img = match (i, f) {
+                    (ImageInput::Url(u), Some(bytes)) => {
+                        self.images.decode_bytes(&bytes?, Some(u))?
+                    }
+                    _ => self.images.load(i)?,
+                };
                 Ok(self.clip.preprocessor().preprocess_image(&img))
             })
             .collect();

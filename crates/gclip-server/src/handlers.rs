@@ -91,7 +91,7 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-fn open(st: &AppState, name: &str) -> Result<Arc<Index>, ApiError> {
+pub(crate) fn open(st: &AppState, name: &str) -> Result<Arc<Index>, ApiError> {
     let e: Arc<dyn Embedder> = st.embedder.clone();
     Ok(st.engine.index(name, Some(e))?)
 }
@@ -181,6 +181,8 @@ pub async fn health(State(st): S) -> Json<Value> {
         "textBatches": s.passes.load(Relaxed),
         "textRequests": s.requests.load(Relaxed),
         "texts": s.texts.load(Relaxed),
+        "addBatches": st.adds.stats.batches.load(Relaxed),
+        "addRequests": st.adds.stats.requests.load(Relaxed),
     });
     Json(b)
 }
@@ -321,8 +323,8 @@ pub async fn add_documents(State(st): S, Path(name): Path<String>, Body(b): Body
             }
             Some(_) => {
                 return Err(ApiError::invalid(format!(
-                    "`{k}` is not supported: gclip serve does not download images"
-                )))
+                "`{k}` is not supported: gclip serve sends no custom headers with image downloads"
+            )))
             }
             None => {}
         }
@@ -338,8 +340,7 @@ pub async fn add_documents(State(st): S, Path(name): Path<String>, Body(b): Body
     }
     let req: AddDocuments = serde_json::from_value(Value::Object(m))
         .map_err(|e| ApiError::unprocessable(format!("add documents body: {e}")))?;
-    let n = name.clone();
-    let r = blocking(move || Ok(open(&st, &n)?.add_documents(&req)?)).await?;
+    let r = crate::adds::AddBatcher::add(&st, &name, req).await?;
     batch_reply(&name, r)
 }
 
@@ -555,7 +556,7 @@ pub fn parse_search(body: Value, limits: &crate::Limits) -> Result<SearchRequest
     ] {
         if m.get(k).is_some_and(|v| !is_empty_option(v)) {
             return Err(ApiError::invalid(format!(
-                "`{k}` is not supported: gclip serve does not download images"
+                "`{k}` is not supported: gclip serve sends no custom headers with image downloads"
             )));
         }
         m.remove(k);
@@ -632,7 +633,7 @@ pub async fn embed(State(st): S, Path(name): Path<String>, Body(b): Body) -> Rep
     for k in ["imageDownloadHeaders", "mediaDownloadHeaders"] {
         if m.remove(k).is_some_and(|v| !is_empty_option(&v)) {
             return Err(ApiError::invalid(format!(
-                "`{k}` is not supported: gclip serve does not download images"
+                "`{k}` is not supported: gclip serve sends no custom headers with image downloads"
             )));
         }
     }

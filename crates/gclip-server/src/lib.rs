@@ -8,7 +8,8 @@
 //!
 //! Safe by default: binds loopback unless told otherwise, an optional API key in `x-api-key`
 //! (constant-time comparison) guards every route but `/health`, image paths are read only
-//! inside canonicalised `--allow-dir` roots, URLs are not fetched, and bodies, batches, images,
+//! inside canonicalised `--allow-dir` roots, image URLs are fetched only with `--allow-url` (public
+//! addresses only, with size, time and redirect limits: [`fetch`]), and bodies, batches, images,
 //! queries and filters have limits ([`Limits`]); going over one is a 4xx naming it.
 //!
 //! ```no_run
@@ -19,13 +20,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod adds;
 mod embedder;
 mod error;
+pub mod fetch;
 mod handlers;
 mod ui;
 
+pub use adds::{AddBatchPolicy, AddStats};
 pub use embedder::{BatchPolicy, BatchStats, ImagePolicy, ServerEmbedder};
 pub use error::ApiError;
+pub use fetch::{UrlFetcher, UrlPolicy};
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -87,8 +92,12 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Roots image paths may be read from (documents, queries, thumbnails of the search page).
     pub allow_dirs: Vec<PathBuf>,
+    /// Image URLs are fetched under this policy when set (`--allow-url`); refused when None.
+    pub urls: Option<UrlPolicy>,
     pub limits: Limits,
     pub batch: BatchPolicy,
+    /// How concurrent add requests to one index are merged into one commit.
+    pub add_batch: AddBatchPolicy,
 }
 
 impl Default for ServerConfig {
@@ -98,8 +107,10 @@ impl Default for ServerConfig {
             data_dir: gclip::index::default_data_dir(),
             api_key: None,
             allow_dirs: Vec::new(),
+            urls: None,
             limits: Limits::default(),
             batch: BatchPolicy::default(),
+            add_batch: AddBatchPolicy::default(),
         }
     }
 }
@@ -120,6 +131,8 @@ pub struct AppState {
     pub engine: Engine,
     pub embedder: Arc<ServerEmbedder>,
     pub limits: Limits,
+    pub(crate) adds: adds::AddBatcher,
+    pub(crate) add_batch: AddBatchPolicy,
     api_key: Option<Vec<u8>>,
     pub model_name: String,
 }
@@ -130,17 +143,26 @@ impl AppState {
             return Err(ServeError::EmptyApiKey);
         }
         let engine = Engine::open(&config.data_dir)?;
-        let images = ImagePolicy::new(
+        let mut images = ImagePolicy::new(
             &config.allow_dirs,
             config.limits.max_image_pixels,
             config.limits.max_image_bytes,
         )?;
+        images.urls = config
+            .urls
+            .clone()
+            .map(|p| Arc::new(UrlFetcher::new(p, config.limits.max_image_bytes)));
         let model_name = clip.source().to_string();
         let embedder = Arc::new(ServerEmbedder::new(clip, images, config.batch)?);
         Ok(Arc::new(Self {
             engine,
             embedder,
             limits: config.limits.clone(),
+            adds: adds::AddBatcher::default(),
+            add_batch: AddBatchPolicy {
+                max_docs: config.add_batch.max_docs.max(1),
+                ..config.add_batch
+            },
             api_key: config.api_key.as_ref().map(|k| k.as_bytes().to_vec()),
             model_name,
         }))

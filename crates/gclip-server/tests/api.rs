@@ -575,3 +575,57 @@ async fn symlinks_out_of_the_roots_are_refused() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "image/png");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adds_share_commits_and_all_land() {
+    let s = Arc::new(server());
+    let (st, v) = call(&s, "POST", "/indexes/many", Some("{}")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, h0) = call(&s, "GET", "/health", None).await;
+    let (clients, per) = (24usize, 4usize);
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let docs: Vec<Value> = (0..per)
+                    .map(|k| json!({"_id": format!("c{c}-{k}"), "title": format!("token{c}x{k} lamp"), "n": c}))
+                    .collect();
+                let body = json!({"documents": docs, "tensorFields": ["title"]}).to_string();
+                (c, call(&s, "POST", "/indexes/many/documents", Some(&body)).await)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (c, (st, v)) = t.await.unwrap();
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["errors"], false, "{v}");
+        // Each request is answered with its own documents' items, in its order.
+        let ids: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["_id"].as_str().unwrap())
+            .collect();
+        let want: Vec<String> = (0..per).map(|k| format!("c{c}-{k}")).collect();
+        assert_eq!(ids, want);
+    }
+    let (_, h1) = call(&s, "GET", "/health", None).await;
+    let d = |k: &str| h1["gclip"][k].as_u64().unwrap() - h0["gclip"][k].as_u64().unwrap();
+    assert_eq!(d("addRequests"), clients as u64);
+    // Requests that arrived while a commit ran went together in the next one.
+    assert!(d("addBatches") < clients as u64, "no add was merged: {h1}");
+
+    let (_, stats) = call(&s, "GET", "/indexes/many/stats", None).await;
+    assert_eq!(stats["numberOfDocuments"], clients * per);
+    for c in [0, clients / 2, clients - 1] {
+        let q =
+            json!({"q": format!("token{c}x3"), "searchMethod": "LEXICAL", "limit": 1}).to_string();
+        let (st, r) = call(&s, "POST", "/indexes/many/search", Some(&q)).await;
+        assert_eq!(st, StatusCode::OK, "{r}");
+        assert_eq!(r["hits"][0]["_id"], format!("c{c}-3"), "{r}");
+        let q = json!({"q": format!("token{c}x3 lamp"), "limit": 3, "filter": format!("n:{c}")})
+            .to_string();
+        let (_, r) = call(&s, "POST", "/indexes/many/search", Some(&q)).await;
+        assert_eq!(r["hits"].as_array().unwrap().len(), 3, "{r}");
+    }
+}
