@@ -357,19 +357,22 @@ impl Embedder for ServerEmbedder {
                 fetched[*k] = Some(r);
             }
         }
-        let pixels: Vec<Result<Vec<f32>, EmbedError>> = images
-            .par_iter()
-            .zip(fetched.into_par_iter())
-            .map(|(i, f)| {
-                let img = match (i, f) {
-                    (ImageInput::Url(u), Some(bytes)) => {
-                        self.images.decode_bytes(&bytes?, Some(u))?
-                    }
-                    _ => self.images.load(i)?,
-                };
-                Ok(self.clip.preprocessor().preprocess_image(&img))
-            })
-            .collect();
+        // Decoding shares the engine's threads (`--threads` in all).
+        let pixels: Vec<Result<Vec<f32>, EmbedError>> = self.clip.on_pool(|| {
+            images
+                .par_iter()
+                .zip(fetched.into_par_iter())
+                .map(|(i, f)| {
+                    let img = match (i, f) {
+                        (ImageInput::Url(u), Some(bytes)) => {
+                            self.images.decode_bytes(&bytes?, Some(u))?
+                        }
+                        _ => self.images.load(i)?,
+                    };
+                    Ok(self.clip.preprocessor().preprocess_image(&img))
+                })
+                .collect()
+        });
         let ok: Vec<f32> = pixels
             .iter()
             .filter_map(|p| p.as_ref().ok())
