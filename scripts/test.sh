@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Honour a CARGO_TARGET_DIR set by the caller: the binary and the package are found there.
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+[[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"
 
 if [[ "${GCLIP_TEST_RUST:-1}" != 0 ]]; then
   echo "== cargo test --workspace --release"
@@ -15,11 +18,11 @@ if [[ "${GCLIP_TEST_RUST:-1}" != 0 ]]; then
 fi
 
 if [[ "${GCLIP_TEST_PYTHON:-1}" != 0 ]]; then
-  # `cargo test --workspace` above already built target/release/gclip (its integration tests
+  # `cargo test --workspace` above already built the release gclip binary (its integration tests
   # drive it); building it again alone would resolve other features and recompile much.
-  if [[ "${GCLIP_TEST_RUST:-1}" == 0 || ! -x target/release/gclip ]]; then
+  if [[ "${GCLIP_TEST_RUST:-1}" == 0 || ! -x "$target_dir/release/gclip" ]]; then
     echo "== cargo build --release (the gclip binary the Python tests drive)"
-    cargo build --release --locked -p gclip-cli
+    cargo build --release --locked --workspace --bins
   fi
   venv="${GCLIP_TEST_VENV:-target/py-venv}"
   if [[ ! -x "$venv/bin/python" ]]; then
@@ -31,10 +34,10 @@ if [[ "${GCLIP_TEST_PYTHON:-1}" != 0 ]]; then
   # profile into this workspace's target dir, so it reuses the build above.
   echo "== pip install ./crates/gclip-python"
   # (the maturin build backend runs the `maturin` of the venv, hence its bin/ on PATH)
-  PATH="$(cd "$venv" && pwd)/bin:$PATH" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
+  PATH="$(cd "$venv" && pwd)/bin:$PATH" CARGO_TARGET_DIR="$target_dir" \
     "$venv/bin/python" -m pip install -q \
     --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall ./crates/gclip-python
-  export GCLIP_BIN="$PWD/target/release/gclip"
+  export GCLIP_BIN="$target_dir/release/gclip"
   echo "== pytest tests/python"
   "$venv/bin/python" -m pytest -q tests/python
 fi
