@@ -30,9 +30,20 @@ pub struct Args {
     /// Output directory (created; must be empty unless --force).
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
+    /// Element type of the written tensors (f16 / bf16 halve the file; loaders widen them).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
     /// Write into a non-empty output directory, replacing files of the same name.
     #[arg(long)]
     pub force: bool,
+}
+
+/// Element type written by `gclip convert`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dtype {
+    F32,
+    F16,
+    Bf16,
 }
 
 /// Tokenizer files carried over from a model directory so the output stays self-contained.
@@ -61,11 +72,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Target::OpenClip => Layout::OpenClip,
         Target::Hf => Layout::Hf,
     };
-    gclip::model::save(
+    let dtype = match args.dtype {
+        Dtype::F32 => gclip::model::DType::F32,
+        Dtype::F16 => gclip::model::DType::F16,
+        Dtype::Bf16 => gclip::model::DType::BF16,
+    };
+    gclip::model::save_with(
         &lw.weights,
         &lw.config,
         &args.output,
-        layout,
+        &gclip::model::SaveOptions::new(layout).with_dtype(dtype),
         lw.preprocess.as_ref(),
     )
     .with_context(|| format!("writing {}", args.output.display()))?;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use gclip::experiment::GclVsClipConfig;
+use gclip::experiment::{GclVsClipConfig, Variant};
 use gclip::progress::Progress;
 
 #[derive(clap::Subcommand)]
@@ -22,9 +22,18 @@ pub struct GclVsClipArgs {
     /// Use this existing `gclip synth` output instead of generating one under OUT/shop.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Seed of the generated shop and of both training runs.
+    /// Seed of the generated shop and of every training run.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Repeat the experiment for each of these seeds (comma-separated) under OUT/seed-N, each
+    /// with its own shop, and write OUT/summary.json / summary.md (mean and spread); overrides
+    /// --seed.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Also train the ablations: GCL without the title field, without score weights, and
+    /// without de-duplicated negatives.
+    #[arg(long)]
+    ablations: bool,
     /// Products in the generated shop.
     #[arg(long, default_value_t = 3000)]
     products: usize,
@@ -92,11 +101,28 @@ fn gcl_vs_clip(a: GclVsClipArgs) -> anyhow::Result<()> {
         weight_decay: a.weight_decay,
         score_to_weight: a.score_to_weight,
         eval_queries: a.eval_queries,
+        variants: if a.ablations {
+            Variant::ALL.to_vec()
+        } else {
+            Variant::MAIN.to_vec()
+        },
         skip_train: a.skip_train,
         progress: Progress::from_quiet(a.quiet),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     let cfg = if a.quick { cfg.quick() } else { cfg };
+    if !a.seeds.is_empty() {
+        let outcome =
+            gclip::experiment::gcl_vs_clip_seeds(&cfg, &a.seeds, &mut |line| eprintln!("{line}"))
+                .with_context(|| format!("experiment gcl-vs-clip in {}", a.out.display()))?;
+        print!("{}", outcome.markdown);
+        eprintln!(
+            "wrote {} and {}",
+            outcome.summary_json.display(),
+            outcome.summary_md.display()
+        );
+        return Ok(());
+    }
     let outcome = gclip::experiment::gcl_vs_clip(&cfg, &mut |line| eprintln!("{line}"))
         .with_context(|| format!("experiment gcl-vs-clip in {}", a.out.display()))?;
     print!("{}", outcome.markdown);

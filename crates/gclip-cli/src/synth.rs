@@ -44,6 +44,10 @@ pub struct Args {
     /// Images per class in each zero-shot classification folder set.
     #[arg(long, default_value_t = 20)]
     zeroshot_per_class: usize,
+    /// Further renders of each training document (new pose, scale, background,
+    /// noise), each captioned in captions.csv for CLIP-style training [default: none].
+    #[arg(long, default_value_t = 0)]
+    caption_views: usize,
 }
 
 fn stage_name(s: Stage) -> &'static str {
@@ -51,6 +55,7 @@ fn stage_name(s: Stage) -> &'static str {
         Stage::Catalog => "catalogue",
         Stage::Images => "product images",
         Stage::ZeroShot => "zero-shot images",
+        Stage::Captions => "captioned views",
         Stage::Tables => "tables",
     }
 }
@@ -68,6 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         jpeg_quality: args.jpeg_quality,
         held_out_combos: args.held_out_combos,
         zeroshot_per_class: args.zeroshot_per_class,
+        caption_views: args.caption_views,
         ..SynthConfig::default()
     };
     let bar = gclip::progress::Progress::Bar.bar_with(

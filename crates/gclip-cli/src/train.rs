@@ -13,6 +13,12 @@ pub struct Args {
     /// Training rows (.csv, .jsonl or .parquet).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Further training files with the same columns, read after --data (repeatable).
+    #[arg(long)]
+    extra_data: Vec<PathBuf>,
+    /// GCL ablation: let rows sharing a query or document id be each other's negatives.
+    #[arg(long)]
+    no_dedup_negatives: bool,
     /// Held-out rows for recall after every epoch.
     #[arg(long)]
     eval_data: Option<PathBuf>,
@@ -90,6 +96,12 @@ fn apply(args: Args, mut c: TrainConfig) -> anyhow::Result<(TrainConfig, bool)> 
          output => output, save_every => save_every, backend => backend);
     if let Some(p) = args.eval_data {
         c.eval_data = Some(p);
+    }
+    if !args.extra_data.is_empty() {
+        c.extra_data = args.extra_data;
+    }
+    if args.no_dedup_negatives {
+        c.dedup_negatives = false;
     }
     if let Some(p) = args.model {
         c.model = Some(p);

@@ -467,3 +467,74 @@ fn bad_input_is_a_clear_error() {
         "none of the 1 inputs could be embedded",
     );
 }
+
+/// `gclip convert --dtype f16` writes half-size tensors in the other layout that embed like
+/// open_clip's f32 reference up to f16 rounding.
+#[test]
+fn convert_to_hf_in_f16_halves_the_file_and_keeps_the_embeddings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hf16");
+    ok_stdout(gclip(&[
+        "convert",
+        "--model",
+        &model(),
+        "--to",
+        "hf",
+        "--dtype",
+        "f16",
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    let f32_size = std::fs::metadata(fixture().join("model/open_clip_model.safetensors"))
+        .unwrap()
+        .len();
+    let f16_size = std::fs::metadata(out.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        f16_size * 10 < f32_size * 6,
+        "f16 file {f16_size} bytes vs f32 {f32_size}"
+    );
+    let exp = expected();
+    let texts: Vec<String> = exp["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut args = vec!["embed", "--model", out.to_str().unwrap()];
+    for t in &texts {
+        args.extend(["--text", t.as_str()]);
+    }
+    let (_, got) = jsonl_embeddings(&ok_stdout(gclip(&args)));
+    let want: Vec<Vec<f64>> = exp["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(matrix(&exp["text_embeddings"]))
+        .filter(|(t, _)| !t.as_str().unwrap().is_empty())
+        .map(|(_, e)| e)
+        .collect();
+    assert_close(&got, &want, 5e-3, "f16 HF text embeddings");
+    // And not bit-identical: the tensors really were rounded to f16.
+    assert!(got
+        .iter()
+        .flatten()
+        .zip(want.iter().flatten())
+        .any(|(a, b)| a != b));
+    // A bad dtype is refused by name.
+    let bad = gclip(&[
+        "convert",
+        "--model",
+        &model(),
+        "--to",
+        "hf",
+        "--dtype",
+        "f8",
+        "--output",
+        "x",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("f8"));
+}

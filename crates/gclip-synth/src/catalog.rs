@@ -407,7 +407,7 @@ pub struct Catalog {
 }
 
 /// Independent RNG streams, so changing one stage leaves the others unchanged.
-mod stream {
+pub(crate) mod stream {
     pub const HELD_OUT: u64 = 1;
     pub const PRODUCTS: u64 = 2;
     pub const DOC_SPLIT: u64 = 3;
@@ -417,6 +417,7 @@ mod stream {
     pub const IN_DOMAIN: u64 = 7;
     pub const IMAGES: u64 = 8;
     pub const ZEROSHOT: u64 = 9;
+    pub const CAPTIONS: u64 = 10;
 }
 
 /// Seed of sub-stream `(stream, index)` of the run seed (SplitMix64 mixing).

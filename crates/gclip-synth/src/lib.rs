@@ -155,6 +155,10 @@ pub struct SynthConfig {
     pub train_doc_fraction: f64,
     /// Share of training queries sampled for the in-domain test.
     pub in_domain_fraction: f64,
+    /// Extra renders (new pose, scale, background, noise) of each training document,
+    /// each captioned in `captions.csv` (0: no caption table).
+    #[serde(default)]
+    pub caption_views: usize,
 }
 
 impl Default for SynthConfig {
@@ -172,6 +176,7 @@ impl Default for SynthConfig {
             train_query_fraction: 0.8,
             train_doc_fraction: 0.5,
             in_domain_fraction: 0.1,
+            caption_views: 0,
         }
     }
 }
@@ -212,6 +217,12 @@ impl SynthConfig {
             return bad(format!(
                 "max results must be in 1..=1000, got {}",
                 self.max_results
+            ));
+        }
+        if self.caption_views > 64 {
+            return bad(format!(
+                "caption views must be at most 64 per product, got {}",
+                self.caption_views
             ));
         }
         for (name, v) in [

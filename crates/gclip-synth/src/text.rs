@@ -161,13 +161,61 @@ pub(crate) fn title<R: Rng + ?Sized>(a: &Attributes, rng: &mut R) -> String {
 /// Natural phrasing of a query's attribute subset, e.g. "red striped shirt",
 /// "leather boots for men", "women's vintage silk dress".
 pub(crate) fn query_text<R: Rng + ?Sized>(q: &QuerySpec, rng: &mut R) -> String {
+    phrase(q, rng, true)
+}
+
+/// How people caption a picture of a product; `{}` is the noun phrase. Only the
+/// caption table uses these (the search queries never do).
+pub const CAPTION_TEMPLATES: [&str; 12] = [
+    "{}",
+    "a {}",
+    "the {}",
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a picture of a {}",
+    "an image of a {}.",
+    "a drawing of a {}",
+    "a product photo of a {}",
+    "a close-up photo of a {}.",
+    "{} on a plain background",
+    "a {} for sale",
+];
+
+/// A caption of a product picture: a template around a phrase of what the picture
+/// shows (the category, often the colour, sometimes the pattern; never the
+/// title-only attributes), singular so the articles read right.
+pub(crate) fn caption_text<R: Rng + ?Sized>(a: &Attributes, rng: &mut R) -> String {
+    let spec = QuerySpec {
+        category: Some(a.category),
+        colour: (rng.random::<f32>() < 0.6).then_some(a.colour),
+        pattern: (a.pattern != PLAIN && rng.random::<f32>() < 0.4).then_some(a.pattern),
+        ..Default::default()
+    };
+    let phrase = phrase(&spec, rng, false);
+    let template = CAPTION_TEMPLATES
+        .choose(rng)
+        .copied()
+        .unwrap_or(CAPTION_TEMPLATES[0]);
+    let starts_with_vowel = phrase.chars().next().is_some_and(|c| "aeiou".contains(c));
+    let template = if starts_with_vowel {
+        template.replace("a {}", "an {}")
+    } else {
+        template.to_string()
+    };
+    template.replace("{}", &phrase)
+}
+
+/// The noun phrase of an attribute subset; `allow_plural` lets the noun be plural
+/// half the time (the random draw is made either way, so query texts do not depend
+/// on it).
+fn phrase<R: Rng + ?Sized>(q: &QuerySpec, rng: &mut R, allow_plural: bool) -> String {
     let noun = match q.category {
         Some(c) => {
             let (s, p) = *CATEGORIES[c]
                 .synonyms
                 .choose(rng)
                 .unwrap_or(&CATEGORIES[c].synonyms[0]);
-            if rng.random::<f32>() < 0.5 {
+            if rng.random::<f32>() < 0.5 && allow_plural {
                 p
             } else {
                 s

@@ -20,6 +20,11 @@
 //!   over all documents, so a split holding one document half has gaps.
 //! - `zeroshot/<set>/<class>/000.png`: folder-per-class classification sets
 //!   (`category`, `heldout_combo`, `seen_combo`).
+//! - with `caption_views` V > 0: `views/p000000_0.png` ... V further renders of each
+//!   training (seen) document, and `captions.csv` (the split columns) pairing each view
+//!   with a caption of what it shows ("a photo of a red bag.", "striped shirt"): a
+//!   CLIP-style caption table to train alongside `train.csv`. Held-out colour x category
+//!   products are unseen documents, so no caption names a held-out combination.
 //! - `manifest.json`: seed, configuration, counts, vocabularies, held-out
 //!   combinations, split sizes and the zero-shot classes ([`Manifest`]).
 
@@ -66,6 +71,8 @@ pub enum Stage {
     Images,
     /// Rendering zero-shot classification images.
     ZeroShot,
+    /// Rendering the captioned views of the training documents.
+    Captions,
     /// Writing CSV and JSON files.
     Tables,
 }
@@ -201,6 +208,22 @@ pub struct Manifest {
     pub images_dir: String,
     /// Zero-shot classification sets.
     pub zeroshot: Vec<ZeroShotManifest>,
+    /// The caption table, when `caption_views` > 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captions: Option<CaptionsManifest>,
+}
+
+/// What `captions.csv` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaptionsManifest {
+    /// The table (split columns; `query` is the caption, `score` the top score).
+    pub file: String,
+    /// Directory of the rendered views.
+    pub views_dir: String,
+    /// Rows (one per view).
+    pub rows: usize,
+    /// Caption templates (`{}` is the noun phrase).
+    pub templates: Vec<String>,
 }
 
 impl Manifest {
@@ -265,7 +288,7 @@ fn prepare_dir(out: &Path) -> Result<(), SynthError> {
                 return Err(dir_err("is not empty and holds no earlier gclip-synth output (manifest.json); refusing to write into it"));
             }
             // An earlier run of ours: drop its image folders so no stale files remain.
-            for sub in ["images", "zeroshot"] {
+            for sub in ["images", "zeroshot", "views"] {
                 let p = out.join(sub);
                 if p.is_dir() {
                     fs::remove_dir_all(&p).map_err(io_err(&p))?;
@@ -408,6 +431,91 @@ fn write_split(
     })
 }
 
+/// Renders `caption_views` new views of every seen document and writes `captions.csv`.
+fn write_captions(
+    cat: &Catalog,
+    cfg: &SynthConfig,
+    out_dir: &Path,
+    progress: &(impl Fn(Progress) + Sync),
+) -> Result<CaptionsManifest, SynthError> {
+    let views_dir = out_dir.join("views");
+    fs::create_dir_all(&views_dir).map_err(io_err(&views_dir))?;
+    let seen: Vec<(usize, &Product)> = cat
+        .products
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.doc_set == DocSet::Seen)
+        .collect();
+    let views = cfg.caption_views;
+    let total = seen.len() * views;
+    let done = AtomicUsize::new(0);
+    // Each view and its caption come from their own seeded RNG (order-independent).
+    let rows: Vec<(String, String, &Product)> = seen
+        .par_iter()
+        .flat_map_iter(|&(i, p)| (0..views).map(move |k| (i, k, p)))
+        .map(|(i, k, p)| {
+            let seed = crate::catalog::sub_seed(
+                cfg.seed,
+                crate::catalog::stream::CAPTIONS,
+                (i * 64 + k) as u64,
+            );
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let img = crate::render_product(p, cfg.image_size, &mut rng)?;
+            let rel = format!(
+                "views/{}_{k}.{}",
+                p.product_id,
+                cfg.image_format.extension()
+            );
+            save_image(&img, &out_dir.join(&rel), cfg)?;
+            let caption = crate::text::caption_text(&p.attributes, &mut rng);
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            progress(Progress {
+                stage: Stage::Captions,
+                done: d,
+                total,
+            });
+            Ok::<_, SynthError>((caption, rel, p))
+        })
+        .collect::<Result<_, _>>()?;
+    let path = out_dir.join("captions.csv");
+    let csv_err = |source| SynthError::Csv {
+        path: path.clone(),
+        source,
+    };
+    let mut w = csv::Writer::from_path(&path).map_err(csv_err)?;
+    w.write_record(COLUMNS).map_err(csv_err)?;
+    let top = cfg.max_results.to_string();
+    for (caption, image, p) in &rows {
+        // Equal captions share a query id, so they are never each other's negatives.
+        let query_id = format!("caption: {caption}");
+        let pair_id = format!("{query_id}_{image}");
+        w.write_record([
+            caption.as_str(),
+            p.product_id.as_str(),
+            p.title.as_str(),
+            image.as_str(),
+            "1",
+            top.as_str(),
+            "1",
+            "1",
+            query_id.as_str(),
+            pair_id.as_str(),
+            top.as_str(),
+        ])
+        .map_err(csv_err)?;
+    }
+    w.flush().map_err(io_err(&path))?;
+    Ok(CaptionsManifest {
+        file: "captions.csv".into(),
+        views_dir: "views".into(),
+        rows: rows.len(),
+        templates: crate::text::CAPTION_TEMPLATES
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+    })
+}
+
 /// What [`generate`] wrote: the manifest, and the in-memory catalogue the files were written
 /// from (every product's true attributes, the queries and their judgements), so callers need
 /// not regenerate it.
@@ -498,6 +606,12 @@ pub fn generate(
         });
         Ok::<(), SynthError>(())
     })?;
+
+    let captions = if cfg.caption_views > 0 {
+        Some(write_captions(&cat, cfg, out_dir, &progress)?)
+    } else {
+        None
+    };
 
     // Tables.
     let n_tables = 4 + Split::ALL.len();
@@ -634,6 +748,7 @@ pub fn generate(
         queries_file: "queries.json".into(),
         images_dir: "images".into(),
         zeroshot: zs_manifest,
+        captions,
     };
     write_json(&out_dir.join("manifest.json"), &manifest)?;
     tick();

@@ -103,6 +103,7 @@ fn same_seed_gives_identical_bytes_and_other_seed_differs() {
         products: 200,
         queries: 80,
         zeroshot_per_class: 1,
+        caption_views: 1,
         ..small_config(7)
     };
     generate(&cfg, a.path(), |_| {}).unwrap();
@@ -490,4 +491,90 @@ fn oracle_counts_matching_attributes_with_popularity_as_tie_break() {
     );
     let missing = gclip_synth::AttributeOracle::load(&dir.path().join("nope")).unwrap_err();
     assert!(missing.to_string().contains("queries.json"), "{missing}");
+}
+
+#[test]
+fn caption_table_describes_new_views_of_training_documents_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        products: 300,
+        queries: 100,
+        zeroshot_per_class: 1,
+        caption_views: 2,
+        ..small_config(11)
+    };
+    let out = generate(&cfg, dir.path(), |_| {}).unwrap();
+    let m = Manifest::load(dir.path()).unwrap();
+    let cap = m
+        .captions
+        .expect("the manifest describes the caption table");
+    assert_eq!(cap.file, "captions.csv");
+    let rows = read_rows(&dir.path().join("captions.csv"));
+    let seen = json(&dir.path().join("corpus_1.json"));
+    let seen = seen.as_object().unwrap();
+    assert_eq!(rows.len(), 2 * seen.len());
+    assert_eq!(cap.rows, rows.len());
+    let corpus = json(&dir.path().join("corpus.json"));
+    let held: HashSet<(String, String)> = out
+        .manifest
+        .held_out_combos
+        .iter()
+        .map(|h| (h.colour.clone(), h.category.clone()))
+        .collect();
+    let mut ids_by_text: HashMap<&str, &str> = HashMap::new();
+    let mut views_per_product: HashMap<&str, usize> = HashMap::new();
+    for r in &rows {
+        // Only training documents, so no caption can name a held-out combination.
+        assert!(
+            seen.contains_key(&r.product_id),
+            "{} is not a seen document",
+            r.product_id
+        );
+        let attrs = &corpus[&r.product_id]["attributes"];
+        let category = attrs["category"].as_str().unwrap();
+        let colour = attrs["colour"].as_str().unwrap();
+        assert!(!held.contains(&(colour.to_string(), category.to_string())));
+        // The caption names the product's category by one of its singular synonyms.
+        let spec = gclip_synth::vocab::CATEGORIES
+            .iter()
+            .find(|c| c.name == category)
+            .unwrap();
+        assert!(
+            spec.synonyms.iter().any(|(s, _)| r.query.contains(s)),
+            "caption `{}` does not name a {category}",
+            r.query
+        );
+        // A new render of the product, not its catalogue image.
+        let view = std::fs::read(dir.path().join(&r.image)).unwrap();
+        let main = std::fs::read(
+            dir.path()
+                .join(corpus[&r.product_id]["image"].as_str().unwrap()),
+        )
+        .unwrap();
+        assert_ne!(view, main, "{} repeats the catalogue image", r.image);
+        image::load_from_memory(&view).unwrap();
+        assert_eq!((r.position, r.score, r.score_linear), (1, 100, 100));
+        // Equal captions share one query id (they must not be each other's negatives).
+        let id = ids_by_text.entry(&r.query).or_insert(&r.query_id);
+        assert_eq!(*id, r.query_id.as_str());
+        *views_per_product.entry(&r.product_id).or_default() += 1;
+    }
+    assert!(views_per_product.values().all(|&n| n == 2));
+    // The templates people use for zero-shot prompts appear, and bare phrases too.
+    assert!(rows.iter().any(|r| r.query.starts_with("a photo of a")));
+    assert!(ids_by_text.len() > rows.len() / 10, "captions barely vary");
+
+    // Without views there is no caption table.
+    let plain = tempfile::tempdir().unwrap();
+    generate(
+        &SynthConfig {
+            caption_views: 0,
+            ..cfg
+        },
+        plain.path(),
+        |_| {},
+    )
+    .unwrap();
+    assert!(!plain.path().join("captions.csv").exists());
+    assert!(Manifest::load(plain.path()).unwrap().captions.is_none());
 }

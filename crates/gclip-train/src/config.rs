@@ -155,6 +155,10 @@ pub struct TrainConfig {
     /// Training rows: `.csv`, `.jsonl`/`.ndjson` or `.parquet` (feature `parquet`).
     #[serde(alias = "data_path", alias = "trainData")]
     pub data: PathBuf,
+    /// Further training files with the same columns (e.g. a caption table beside the
+    /// query-document pairs), read after `data`; image paths resolve against each file.
+    #[serde(alias = "extra_data")]
+    pub extra_data: Vec<PathBuf>,
     /// Optional held-out rows (same format) for the per-epoch recall evaluation.
     #[serde(alias = "eval_data")]
     pub eval_data: Option<PathBuf>,
@@ -187,6 +191,10 @@ pub struct TrainConfig {
     pub right_id_key: Option<String>,
     /// Loss: `clip` or `gcl`.
     pub loss: LossKind,
+    /// GCL: rows sharing a query or a document id are not each other's negatives.
+    /// `false` makes every other row of the batch a negative (an ablation).
+    #[serde(alias = "dedup_negatives")]
+    pub dedup_negatives: bool,
     /// Checkpoint to start from (anything `gclip_model::load_weights` reads).
     #[serde(alias = "base_model", alias = "baseModel")]
     pub model: Option<PathBuf>,
@@ -251,6 +259,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             data: PathBuf::new(),
+            extra_data: Vec::new(),
             eval_data: None,
             left_keys: vec!["query".into()],
             left_weights: vec![1.0],
@@ -262,6 +271,7 @@ impl Default for TrainConfig {
             left_id_key: Some("query_id".into()),
             right_id_key: Some("product_id".into()),
             loss: LossKind::Gcl,
+            dedup_negatives: true,
             model: None,
             arch: None,
             epochs: 1,
@@ -323,6 +333,7 @@ impl TrainConfig {
         };
         fix(&mut self.data);
         fix(&mut self.output);
+        self.extra_data.iter_mut().for_each(fix);
         for p in [&mut self.eval_data, &mut self.model, &mut self.resume]
             .into_iter()
             .flatten()

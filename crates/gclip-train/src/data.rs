@@ -48,6 +48,23 @@ pub struct Dataset {
     pub rejected: Vec<(usize, String)>,
 }
 
+impl Dataset {
+    /// Appends another file's examples (their row numbers stay those of their own file).
+    pub fn extend(&mut self, other: Dataset) {
+        self.examples.extend(other.examples);
+        self.rejected.extend(other.rejected);
+    }
+
+    /// Gives every example its own left and right id, so no two rows are exempt from
+    /// being each other's negatives (the no-de-duplication ablation of GCL).
+    pub fn make_ids_distinct(&mut self) {
+        for (k, ex) in self.examples.iter_mut().enumerate() {
+            ex.left_id = k as u64;
+            ex.right_id = k as u64;
+        }
+    }
+}
+
 /// Reads every row of a `.csv`, `.jsonl`/`.ndjson`/`.json` (one object per
 /// line) or `.parquet` file.
 pub fn read_table(path: &Path) -> Result<Vec<RawRow>> {

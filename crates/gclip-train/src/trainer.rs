@@ -265,9 +265,16 @@ impl Trainer {
                 }
             }
         };
-        let train = load_dataset(&cfg.data, &cfg)?;
-        for (row, why) in &train.rejected {
-            tracing::warn!("{} row {row} rejected: {why}", cfg.data.display());
+        let mut train = Dataset::default();
+        for path in std::iter::once(&cfg.data).chain(&cfg.extra_data) {
+            let part = load_dataset(path, &cfg)?;
+            for (row, why) in &part.rejected {
+                tracing::warn!("{} row {row} rejected: {why}", path.display());
+            }
+            train.extend(part);
+        }
+        if !cfg.dedup_negatives {
+            train.make_ids_distinct();
         }
         let eval = match &cfg.eval_data {
             Some(p) => Some(load_dataset(p, &cfg)?),

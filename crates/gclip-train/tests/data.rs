@@ -66,3 +66,48 @@ fn missing_column_is_named_in_the_error() {
     let err = read_table(Path::new("rows.xlsx")).unwrap_err().to_string();
     assert!(err.contains("unknown table format"), "{err}");
 }
+
+#[test]
+fn extra_files_append_with_their_own_image_base_and_ids_can_be_made_distinct() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("captions")).unwrap();
+    std::fs::write(
+        d.join("rows.csv"),
+        "q,img,name,pos,qid\nred shoe,a.png,Shoe A,1,7\nred shoe,b.png,Shoe B,2,7\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("captions/rows.csv"),
+        "q,img,name,pos,qid\na photo of a shoe,v.png,Shoe A,1,c1\n",
+    )
+    .unwrap();
+    let mut all = load_dataset(&d.join("rows.csv"), &cfg()).unwrap();
+    all.extend(load_dataset(&d.join("captions/rows.csv"), &cfg()).unwrap());
+    assert_eq!(all.examples.len(), 3);
+    // Each file's images resolve against that file's directory.
+    assert_eq!(
+        all.examples[2].right[0],
+        Field::Image(d.join("captions").join("v.png"))
+    );
+    // Rows 1 and 2 share a query id: under GCL they are not each other's negatives...
+    assert_eq!(all.examples[0].left_id, all.examples[1].left_id);
+    all.make_ids_distinct();
+    // ...until the ablation gives every row its own ids on both sides.
+    let mut ids: Vec<u64> = all.examples.iter().map(|e| e.left_id).collect();
+    ids.extend(all.examples.iter().map(|e| e.right_id + 100));
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6);
+
+    // The config reads `extraData` and the ablation switch, relative to the config file.
+    std::fs::write(
+        d.join("cfg.json"),
+        r#"{"data":"rows.csv","extraData":["captions/rows.csv"],"dedupNegatives":false,"arch":"tiny"}"#,
+    )
+    .unwrap();
+    let c = TrainConfig::from_file(&d.join("cfg.json")).unwrap();
+    assert_eq!(c.extra_data, vec![d.join("captions/rows.csv")]);
+    assert!(!c.dedup_negatives);
+    assert!(TrainConfig::default().dedup_negatives);
+}

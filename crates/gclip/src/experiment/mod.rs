@@ -1,16 +1,19 @@
 //! Reproducible experiments on the generated shop.
 //!
-//! [`gcl_vs_clip`] trains two small models from scratch with the same budget (steps, batch,
+//! [`gcl_vs_clip`] trains small models from scratch with the same budget (steps, batch,
 //! learning rate, architecture, seed) on the same generated shop:
 //!
 //! * **CLIP-style**: query against the product image only, every pair weighing 1, the
 //!   plain symmetric InfoNCE loss;
 //! * **GCL**: query against the fused image (0.9) + title (0.1) document, pairs weighted
 //!   by their relevance score, the weighted de-duplicated GCL loss;
+//! * optionally the ablations, GCL with one of its three changes undone: no title field,
+//!   no score weights, no de-duplication of negatives;
 //!
-//! then evaluates both with Marqo's GCL retrieval protocol on the four test splits and
+//! then evaluates each with Marqo's GCL retrieval protocol on the four test splits and
 //! with zero-shot classification on the shop's class folders, and writes `results.json`
-//! and `results.md` (a README-ready table).
+//! and `results.md` (a README-ready table). [`gcl_vs_clip_seeds`] repeats it per seed and
+//! summarises the spread.
 
 mod memo;
 mod report;
@@ -61,7 +64,9 @@ pub struct GclVsClipConfig {
     pub score_to_weight: String,
     /// Queries sampled per split by the retrieval protocol (weighted, seed 1).
     pub eval_queries: usize,
-    /// Reuse `out/clip` and `out/gcl` models from an earlier run; only evaluate.
+    /// Which models to train: [`Variant::MAIN`] or [`Variant::ALL`] (with the ablations).
+    pub variants: Vec<Variant>,
+    /// Reuse `out/<variant>` models from an earlier run; only evaluate.
     pub skip_train: bool,
     /// Progress bars.
     pub progress: Progress,
@@ -86,6 +91,7 @@ impl Default for GclVsClipConfig {
             weight_decay: 0.1,
             score_to_weight: "linear".into(),
             eval_queries: 2000,
+            variants: Variant::MAIN.to_vec(),
             skip_train: false,
             progress: Progress::Bar,
             command: String::new(),
@@ -124,26 +130,57 @@ pub const DEFAULT_ARCH: &str = r#"{
 }
 "#;
 
-/// The two contenders.
+/// The contenders: CLIP, GCL, and GCL with one of its changes undone (the ablations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Variant {
+    #[serde(rename = "clip")]
     Clip,
+    #[serde(rename = "gcl")]
     Gcl,
+    /// GCL without the title field (documents are the image alone).
+    #[serde(rename = "gcl-no-title")]
+    GclNoTitle,
+    /// GCL with every pair weighing 1.
+    #[serde(rename = "gcl-no-weights")]
+    GclNoWeights,
+    /// GCL where rows sharing a query or a document are each other's negatives.
+    #[serde(rename = "gcl-no-dedup")]
+    GclNoDedup,
 }
 
 impl Variant {
+    /// CLIP and GCL: the comparison itself.
+    pub const MAIN: [Variant; 2] = [Variant::Clip, Variant::Gcl];
+    /// The comparison plus one ablation per GCL change.
+    pub const ALL: [Variant; 5] = [
+        Variant::Clip,
+        Variant::Gcl,
+        Variant::GclNoTitle,
+        Variant::GclNoWeights,
+        Variant::GclNoDedup,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Variant::Clip => "clip",
             Variant::Gcl => "gcl",
+            Variant::GclNoTitle => "gcl-no-title",
+            Variant::GclNoWeights => "gcl-no-weights",
+            Variant::GclNoDedup => "gcl-no-dedup",
         }
     }
     pub fn label(self) -> &'static str {
         match self {
             Variant::Clip => "CLIP-style (query vs image, weight 1)",
             Variant::Gcl => "GCL (query vs 0.9 image + 0.1 title, score-weighted)",
+            Variant::GclNoTitle => "GCL without the title (query vs image, score-weighted)",
+            Variant::GclNoWeights => "GCL without score weights (every pair weighs 1)",
+            Variant::GclNoDedup => "GCL without de-duplicated negatives",
         }
+    }
+    /// Position in table order.
+    pub fn order(self) -> usize {
+        Variant::ALL.iter().position(|&v| v == self).unwrap_or(0)
     }
 }
 
@@ -305,8 +342,11 @@ pub fn gcl_vs_clip(a: &GclVsClipConfig, status: &mut dyn FnMut(&str)) -> Result<
     let per_epoch = (train_rows / a.batch_size).max(1);
     let epochs = a.steps.div_ceil(per_epoch);
 
+    if a.variants.is_empty() {
+        return Err(invalid("the experiment needs at least one model to train"));
+    }
     let mut runs = Vec::new();
-    for v in [Variant::Clip, Variant::Gcl] {
+    for &v in &a.variants {
         let cfg = train_config(a, v, &train_csv, &arch_path, &out.join(v.name()), epochs)?;
         let cfg_path = out.join(v.name()).join("train_config.json");
         std::fs::create_dir_all(&cfg.output).map_err(io_err(&cfg.output))?;
@@ -405,11 +445,12 @@ pub fn gcl_vs_clip(a: &GclVsClipConfig, status: &mut dyn FnMut(&str)) -> Result<
                 xs.iter().sum::<f64>() / xs.len().max(1) as f64
             })
     };
-    let best = if mean_ndcg(Variant::Gcl) >= mean_ndcg(Variant::Clip) {
-        Variant::Gcl
-    } else {
-        Variant::Clip
-    };
+    let best = a
+        .variants
+        .iter()
+        .copied()
+        .max_by(|x, y| mean_ndcg(*x).total_cmp(&mean_ndcg(*y)))
+        .unwrap_or(Variant::Gcl);
 
     let results = Results {
         command: a.command.clone(),
@@ -439,11 +480,184 @@ pub fn gcl_vs_clip(a: &GclVsClipConfig, status: &mut dyn FnMut(&str)) -> Result<
     })
 }
 
+/// What [`gcl_vs_clip_seeds`] wrote.
+#[derive(Debug)]
+pub struct SeedsOutcome {
+    pub per_seed: Vec<Results>,
+    pub summary: SeedSummary,
+    /// The markdown summary (also in `summary.md`).
+    pub markdown: String,
+    pub summary_json: PathBuf,
+    pub summary_md: PathBuf,
+}
+
+/// Mean and sample standard deviation of one figure across seeds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub sd: f64,
+    pub values: Vec<f64>,
+}
+
+impl Spread {
+    fn of(values: Vec<f64>) -> Spread {
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let sd = if values.len() > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        Spread { mean, sd, values }
+    }
+}
+
+/// One model's figure on one split (documents embedded as it was trained).
+#[derive(Debug, Serialize)]
+pub struct SplitSpread {
+    pub model: Variant,
+    pub split: String,
+    pub metrics: std::collections::BTreeMap<String, Spread>,
+}
+
+/// One model's zero-shot top-1 on one set and prompt.
+#[derive(Debug, Serialize)]
+pub struct ZeroShotSpread {
+    pub model: Variant,
+    pub set: String,
+    pub template: String,
+    pub top1: Spread,
+}
+
+/// Every split and metric across seeds.
+#[derive(Debug, Serialize)]
+pub struct SeedSummary {
+    pub command: String,
+    pub seeds: Vec<u64>,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub retrieval: Vec<SplitSpread>,
+    pub zero_shot: Vec<ZeroShotSpread>,
+    /// Mean training seconds per model.
+    pub train_seconds: std::collections::BTreeMap<String, Spread>,
+}
+
+/// Runs [`gcl_vs_clip`] once per seed under `out/seed-N` (each seed its own shop, unless
+/// `data` is set, and its own init and data order), then writes `out/summary.json` and
+/// `out/summary.md`: every split and metric as mean and standard deviation across seeds.
+pub fn gcl_vs_clip_seeds(
+    a: &GclVsClipConfig,
+    seeds: &[u64],
+    status: &mut dyn FnMut(&str),
+) -> Result<SeedsOutcome> {
+    if seeds.is_empty() {
+        return Err(invalid("no seeds given"));
+    }
+    let mut per_seed = Vec::new();
+    for &seed in seeds {
+        status(&format!("seed {seed}"));
+        let cfg = GclVsClipConfig {
+            out: a.out.join(format!("seed-{seed}")),
+            seed,
+            ..a.clone()
+        };
+        per_seed.push(gcl_vs_clip(&cfg, status)?.results);
+    }
+    let summary = summarise(a, seeds, &per_seed);
+    let md = report::seeds_markdown(&summary);
+    let summary_json = a.out.join("summary.json");
+    write_file(&summary_json, serde_json::to_string_pretty(&summary)?)?;
+    let summary_md = a.out.join("summary.md");
+    write_file(&summary_md, &md)?;
+    Ok(SeedsOutcome {
+        per_seed,
+        summary,
+        markdown: md,
+        summary_json,
+        summary_md,
+    })
+}
+
+fn summarise(a: &GclVsClipConfig, seeds: &[u64], per_seed: &[Results]) -> SeedSummary {
+    let mut retrieval = Vec::new();
+    let mut zero_shot = Vec::new();
+    let mut train_seconds = std::collections::BTreeMap::new();
+    for &v in &a.variants {
+        for (split, _) in SPLITS {
+            let mut metrics = std::collections::BTreeMap::new();
+            let own: Vec<&SplitResult> = per_seed
+                .iter()
+                .filter_map(|r| {
+                    r.retrieval
+                        .iter()
+                        .find(|x| x.model == v && x.docs == own_docs(v))
+                })
+                .filter_map(|x| x.splits.iter().find(|s| s.split == split))
+                .collect();
+            let names: Vec<String> = own
+                .first()
+                .and_then(|s| s.metrics.as_object())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for name in names {
+                let values: Vec<f64> = own.iter().filter_map(|s| metric(s, &name)).collect();
+                if values.len() == own.len() {
+                    metrics.insert(name, Spread::of(values));
+                }
+            }
+            retrieval.push(SplitSpread {
+                model: v,
+                split: split.to_owned(),
+                metrics,
+            });
+        }
+        let mut keys: Vec<(String, String)> = Vec::new();
+        for z in per_seed.iter().flat_map(|r| &r.zero_shot) {
+            let k = (z.set.clone(), z.template.clone());
+            if z.model == v && !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        for (set, template) in keys {
+            let values: Vec<f64> = per_seed
+                .iter()
+                .flat_map(|r| &r.zero_shot)
+                .filter(|z| z.model == v && z.set == set && z.template == template)
+                .map(|z| z.top1)
+                .collect();
+            zero_shot.push(ZeroShotSpread {
+                model: v,
+                set,
+                template,
+                top1: Spread::of(values),
+            });
+        }
+        let secs: Vec<f64> = per_seed
+            .iter()
+            .flat_map(|r| &r.runs)
+            .filter(|x| x.model == v)
+            .filter_map(|x| x.train_seconds)
+            .collect();
+        if !secs.is_empty() {
+            train_seconds.insert(v.name().to_owned(), Spread::of(secs));
+        }
+    }
+    SeedSummary {
+        command: a.command.clone(),
+        seeds: seeds.to_vec(),
+        steps: a.steps,
+        batch_size: a.batch_size,
+        retrieval,
+        zero_shot,
+        train_seconds,
+    }
+}
+
 /// The document form each model was trained with.
 pub fn own_docs(v: Variant) -> DocFields {
     match v {
-        Variant::Clip => DocFields::Image,
-        Variant::Gcl => DocFields::ImageTitle,
+        Variant::Clip | Variant::GclNoTitle => DocFields::Image,
+        Variant::Gcl | Variant::GclNoWeights | Variant::GclNoDedup => DocFields::ImageTitle,
     }
 }
 
@@ -504,21 +718,21 @@ fn train_config(
     output: &Path,
     epochs: usize,
 ) -> Result<TrainConfig> {
-    let (right_keys, right_weights, weight_key, stw, loss) = match v {
-        Variant::Clip => (
-            vec!["image".to_owned()],
-            vec![1.0],
-            None,
-            ScoreToWeight::None,
-            LossKind::Clip,
-        ),
-        Variant::Gcl => (
-            vec!["image".to_owned(), "title".to_owned()],
-            vec![0.9, 0.1],
+    let image = || (vec!["image".to_owned()], vec![1.0]);
+    let image_title = || (vec!["image".to_owned(), "title".to_owned()], vec![0.9, 0.1]);
+    let scored = || -> Result<_> {
+        Ok((
             Some("score".to_owned()),
             ScoreToWeight::parse(&a.score_to_weight)?,
-            LossKind::Gcl,
-        ),
+        ))
+    };
+    let unscored = || (None, ScoreToWeight::None);
+    let ((right_keys, right_weights), (weight_key, stw), loss, dedup) = match v {
+        Variant::Clip => (image(), unscored(), LossKind::Clip, false),
+        Variant::Gcl => (image_title(), scored()?, LossKind::Gcl, true),
+        Variant::GclNoTitle => (image(), scored()?, LossKind::Gcl, true),
+        Variant::GclNoWeights => (image_title(), unscored(), LossKind::Gcl, true),
+        Variant::GclNoDedup => (image_title(), scored()?, LossKind::Gcl, false),
     };
     Ok(TrainConfig {
         data: train_csv.to_path_buf(),
@@ -532,6 +746,7 @@ fn train_config(
         left_id_key: Some("query_id".into()),
         right_id_key: Some("product_id".into()),
         loss,
+        dedup_negatives: dedup,
         arch: Some(arch.to_string_lossy().into_owned()),
         epochs,
         batch_size: a.batch_size,

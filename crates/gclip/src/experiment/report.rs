@@ -1,6 +1,8 @@
 //! The markdown report of the experiment.
 
-use super::{metric, own_docs, Results, RetrievalResult, Variant, HEADLINE, SPLITS};
+use super::{
+    metric, own_docs, Results, RetrievalResult, SeedSummary, Spread, Variant, HEADLINE, SPLITS,
+};
 
 fn fmt_opt(x: Option<f64>) -> String {
     x.map_or_else(|| "n/a".into(), |v| format!("{v:.3}"))
@@ -10,7 +12,7 @@ fn fmt_opt(x: Option<f64>) -> String {
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "Shop: `{}` (seed {}). Both models: same architecture, {} steps x {} pairs, lr {}, seed {}.\n\n",
+        "Shop: `{}` (seed {}). Every model: same architecture, {} steps x {} pairs, lr {}, seed {}.\n\n",
         r.data.display(),
         r.seed,
         r.steps,
@@ -23,7 +25,7 @@ pub fn markdown(r: &Results) -> String {
     s.push_str("|---|---|---|---|---|---|---|\n");
     // Each model as trained first, then the cross-check rows.
     let mut rows: Vec<&RetrievalResult> = r.retrieval.iter().collect();
-    rows.sort_by_key(|x| (x.docs != own_docs(x.model), x.model == Variant::Gcl));
+    rows.sort_by_key(|x| (x.docs != own_docs(x.model), x.model.order()));
     for (i, rr) in rows.iter().enumerate() {
         let own = rr.docs == own_docs(rr.model);
         if i > 0 && !own && rows[i - 1].docs == own_docs(rows[i - 1].model) {
@@ -52,7 +54,9 @@ pub fn markdown(r: &Results) -> String {
     );
     s.push_str("| model | set | classes | images | top-1 (bare) | top-1 (photo) |\n");
     s.push_str("|---|---|---|---|---|---|\n");
-    for v in [Variant::Clip, Variant::Gcl] {
+    let mut variants: Vec<Variant> = r.runs.iter().map(|x| x.model).collect();
+    variants.sort_by_key(|v| v.order());
+    for v in variants {
         let mut sets: Vec<&str> = r
             .zero_shot
             .iter()
@@ -105,5 +109,54 @@ pub fn markdown(r: &Results) -> String {
         r.eval_seconds,
         r.best.name().to_uppercase()
     ));
+    s
+}
+
+fn fmt_spread(x: Option<&Spread>) -> String {
+    x.map_or_else(|| "n/a".into(), |s| format!("{:.3} ± {:.3}", s.mean, s.sd))
+}
+
+/// The README-ready summary across seeds: mean ± sample standard deviation.
+pub fn seeds_markdown(r: &SeedSummary) -> String {
+    let seeds: Vec<String> = r.seeds.iter().map(u64::to_string).collect();
+    let mut s = format!(
+        "Seeds {} (each its own shop, init and data order); every model {} steps x {} pairs. \
+         Mean ± sample standard deviation across seeds; documents embedded as each model \
+         was trained.\n\n",
+        seeds.join(", "),
+        r.steps,
+        r.batch_size
+    );
+    s.push_str("| model | split | nDCG@10 | ERR | RBP@0.9 | MRR@10 |\n|---|---|---|---|---|---|\n");
+    for sp in &r.retrieval {
+        let label = SPLITS
+            .iter()
+            .find(|(n, _)| *n == sp.split)
+            .map_or(sp.split.as_str(), |(_, l)| l);
+        s.push_str(&format!("| {} | {} |", sp.model.name(), label));
+        for (m, _) in HEADLINE {
+            s.push_str(&format!(" {} |", fmt_spread(sp.metrics.get(m))));
+        }
+        s.push('\n');
+    }
+    s.push_str(
+        "\nZero-shot classification, top-1 (prompt `{}` = bare, `a photo of a {}.` = photo):\n\n",
+    );
+    s.push_str("| model | set | prompt | top-1 |\n|---|---|---|---|\n");
+    for z in &r.zero_shot {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            z.model.name(),
+            z.set,
+            z.template,
+            fmt_spread(Some(&z.top1))
+        ));
+    }
+    if !r.train_seconds.is_empty() {
+        s.push_str("\nTraining seconds per run:\n\n| model | seconds |\n|---|---|\n");
+        for (m, t) in &r.train_seconds {
+            s.push_str(&format!("| {m} | {:.0} ± {:.0} |\n", t.mean, t.sd));
+        }
+    }
     s
 }
